@@ -1,0 +1,69 @@
+"""The dataset contract.
+
+A dataset plugin's factory returns an object with this interface (subclassing
+:class:`Dataset` is the easy way). Subjects are loaded one at a time so a 1,000-volume
+dataset never sits in memory; a subject that cannot be read raises
+:class:`adbench.DataError` naming the file and the problem, and the runner reports it and
+skips it (or stops, with ``--strict``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .data import Volume
+
+__all__ = ["Dataset", "file_fingerprint"]
+
+
+class Dataset:
+    """Base class of dataset plugins.
+
+    Subclasses set ``name`` and implement ``subjects`` and ``load``. ``fingerprint``
+    identifies the content of a split; the default hashes the subject list, the
+    constructor parameters and each source file's size and modification time as reported
+    by ``source_files``.
+    """
+
+    name: str = "dataset"
+
+    def subjects(self, split: str) -> list[str]:  # pragma: no cover - abstract
+        """Subject ids of ``split`` ("train": healthy volumes, "test": volumes with lesion
+        masks), in a deterministic order."""
+        raise NotImplementedError
+
+    def load(self, subject: str) -> Volume:  # pragma: no cover - abstract
+        """Read one subject. Raise DataError (naming the file) when it is unusable."""
+        raise NotImplementedError
+
+    def source_files(self, subject: str) -> list[Path]:
+        """Files a subject is read from (for cache invalidation). Default: none."""
+        return []
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_")}
+
+    def fingerprint(self, split: str) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps({"name": self.name, "split": split, "params": self.params()},
+                            sort_keys=True, default=str).encode())
+        for s in self.subjects(split):
+            h.update(s.encode())
+            for f in self.source_files(s):
+                st = Path(f).stat()
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+
+def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()

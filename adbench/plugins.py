@@ -1,0 +1,209 @@
+"""Plugin discovery: one pluggy PluginManager over the ``adbench`` entry-point group.
+
+Built-ins and third-party plugins come through the same path (``pyproject.toml`` of
+adbench registers its own methods and datasets as entry points). A plugin that fails to
+import is recorded with its error and listed by ``adbench list``; it does not break the
+others. Two plugins providing the same name is an error naming both distributions.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from . import hookspecs
+
+__all__ = ["hookimpl", "MethodSpec", "DatasetSpec", "Registry", "get_registry",
+           "PluginError", "UnknownNameError", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "adbench"
+hookimpl = pluggy.HookimplMarker("adbench")
+
+
+class PluginError(RuntimeError):
+    """A plugin is broken or two plugins clash."""
+
+
+class UnknownNameError(KeyError):
+    """An unknown method, dataset or preset name. ``str()`` lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+METHOD_KINDS = ("reconstruction", "feature", "hybrid", "baseline")
+DATASET_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A detector method offered by a plugin.
+
+    name            CLI name (``adbench run --method NAME``): lowercase, digits, ``-``/``_``.
+    factory         callable(**config) -> adbench.Detector.
+    default_config  keyword arguments of ``factory`` with their defaults; ``--set`` keys
+                    are validated against it.
+    kind            one of "reconstruction", "feature", "hybrid", "baseline".
+    description     one line for ``adbench list``.
+    presets         preset name → partial config overriding ``default_config``
+                    (e.g. "smoke" for CI, "paper" for the published settings).
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    default_config: dict[str, Any]
+    kind: str
+    description: str
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in METHOD_KINDS:
+            raise PluginError(f"method {self.name!r}: kind {self.kind!r} is not one of {METHOD_KINDS}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset offered by a plugin.
+
+    name            CLI name (``adbench run --dataset NAME``).
+    factory         callable(**config) -> adbench.Dataset.
+    default_config  keyword arguments of ``factory`` with defaults (``data_root`` for
+                    datasets read from disk; ``--data-root`` sets it).
+    splits          which of "train" (healthy volumes) and "test" (volumes with lesion
+                    masks) it provides.
+    description     one line for ``adbench list``.
+    presets         preset name → partial config.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    default_config: dict[str, Any]
+    splits: tuple[str, ...]
+    description: str
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.splits if s not in DATASET_SPLITS]
+        if bad or not self.splits:
+            raise PluginError(f"dataset {self.name!r}: splits {self.splits!r} must be a non-empty "
+                              f"subset of {DATASET_SPLITS}")
+
+
+@dataclass(frozen=True)
+class Provided:
+    spec: Any
+    plugin: str        # entry-point name
+    distribution: str  # "name version" of the distribution that installed it
+
+
+@dataclass
+class Registry:
+    methods: dict[str, Provided] = field(default_factory=dict)
+    datasets: dict[str, Provided] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)   # plugin → error text
+    pm: pluggy.PluginManager | None = None
+
+    def method(self, name: str) -> MethodSpec:
+        return self._get(self.methods, name, "method").spec
+
+    def dataset(self, name: str) -> DatasetSpec:
+        return self._get(self.datasets, name, "dataset").spec
+
+    def _get(self, table: dict[str, Provided], name: str, what: str) -> Provided:
+        if name in table:
+            return table[name]
+        valid = sorted(table)
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        broken = ""
+        if self.broken:
+            broken = " (plugins that failed to load: " + ", ".join(sorted(self.broken)) + "; see `adbench list`)"
+        raise UnknownNameError(f"unknown {what} {name!r}.{hint} Valid {what}s: "
+                               f"{', '.join(valid) or '(none)'}{broken}")
+
+    # lifecycle hooks ---------------------------------------------------------------------
+    def run_started(self, run_dir, config) -> None:
+        if self.pm is not None:
+            self.pm.hook.adbench_run_started(run_dir=run_dir, config=config)
+
+    def run_finished(self, run_dir, summary) -> None:
+        if self.pm is not None:
+            self.pm.hook.adbench_run_finished(run_dir=run_dir, summary=summary)
+
+
+def _dist_label(ep: md.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "unknown distribution"
+    return f"{dist.metadata['Name']} {dist.version}"
+
+
+def _entry_points() -> Iterable[md.EntryPoint]:
+    seen = set()
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        key = (ep.name, ep.value)
+        if key in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(key)
+        yield ep
+
+
+def build_registry(entry_points: Iterable[md.EntryPoint] | None = None,
+                   extra_plugins: Iterable[tuple[str, Any, str]] = ()) -> Registry:
+    """Load every plugin and collect its specs.
+
+    ``extra_plugins`` are (name, module-or-object, distribution label) triples registered
+    directly; tests use it. Entry points that fail to import are recorded in ``broken``.
+    """
+    pm = pluggy.PluginManager("adbench")
+    pm.add_hookspecs(hookspecs)
+    reg = Registry(pm=pm)
+    origin: dict[int, tuple[str, str]] = {}
+
+    eps = list(_entry_points() if entry_points is None else entry_points)
+    for ep in eps:
+        try:
+            obj = ep.load()
+            pm.register(obj, name=ep.name)
+        except Exception as exc:  # a broken plugin must not break the others
+            reg.broken[ep.name] = (f"{type(exc).__name__}: {exc} "
+                                   f"[{ep.value}, from {_dist_label(ep)}]")
+            continue
+        origin[id(obj)] = (ep.name, _dist_label(ep))
+    for name, obj, dist in extra_plugins:
+        pm.register(obj, name=name)
+        origin[id(obj)] = (name, dist)
+    pm.check_pending()
+
+    for hook, table, what in ((pm.hook.adbench_methods, reg.methods, "method"),
+                              (pm.hook.adbench_datasets, reg.datasets, "dataset")):
+        for impl in hook.get_hookimpls():
+            plugin_name, dist = origin.get(id(impl.plugin), (impl.plugin_name, "unknown distribution"))
+            try:
+                specs = impl.function() or []
+            except Exception as exc:
+                reg.broken[plugin_name] = f"{type(exc).__name__} in {impl.function.__name__}: {exc}"
+                continue
+            for spec in specs:
+                prev = table.get(spec.name)
+                if prev is not None:
+                    raise PluginError(
+                        f"{what} name {spec.name!r} is provided twice: by plugin {prev.plugin!r} "
+                        f"({prev.distribution}) and by plugin {plugin_name!r} ({dist}). "
+                        f"Uninstall one of the two distributions or rename the {what}.")
+                table[spec.name] = Provided(spec, plugin_name, dist)
+    return reg
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(refresh: bool = False) -> Registry:
+    """The process-wide registry, built on first use."""
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        _REGISTRY = build_registry()
+    return _REGISTRY

@@ -1,0 +1,1 @@
+"""ATLAS v2.0 stroke lesions as distributed."""

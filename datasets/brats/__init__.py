@@ -1,0 +1,1 @@
+"""BraTS2020 (T1 by default) as distributed."""

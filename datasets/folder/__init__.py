@@ -1,0 +1,1 @@
+"""A generic folder of NIfTI images with optional lesion and brain masks."""

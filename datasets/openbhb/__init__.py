@@ -1,0 +1,1 @@
+"""OpenBHB healthy scans (quasi-raw release) as distributed."""

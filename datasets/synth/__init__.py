@@ -1,0 +1,1 @@
+"""Embedded synthetic-lesion dataset built from the MNI152 2009a template nilearn ships."""

@@ -1,0 +1,1 @@
+"""Built-in detector plugins (installed as ``adbench.methods``)."""

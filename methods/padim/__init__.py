@@ -1,0 +1,1 @@
+"""PaDiM (Defard et al., ICPR 2021) on VGG16 features."""

@@ -1,0 +1,1 @@
+"""SCRPS: StyleGAN-based latent Code Retrieval and Partial Swap (Wei et al., MICCAI 2025)."""

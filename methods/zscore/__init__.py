@@ -1,0 +1,1 @@
+"""Voxel-wise z-score model of healthy appearance (sanity baseline)."""
