@@ -38,6 +38,12 @@ class Dataset:
         """Read one subject. Raise DataError (naming the file) when it is unusable."""
         raise NotImplementedError
 
+    def problems(self, split: str) -> list[dict[str, str]]:
+        """Subjects of ``split`` left out while listing (duplicate ids, missing files, ...),
+        as dicts {"subject", "path", "reason"}. The runner reports them with the subjects
+        that fail to load, and ``--strict`` makes any of them fatal. Default: none."""
+        return []
+
     def source_files(self, subject: str) -> list[Path]:
         """Files a subject is read from (for cache invalidation). Default: none."""
         return []
