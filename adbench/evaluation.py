@@ -1,0 +1,101 @@
+"""Per-volume evaluation with one stated region rule (architecture §6).
+
+For a test volume v the evaluation region is
+
+    R_v = brain_v ∩ (axial slices selected by ``slice_rule``)
+
+and every voxel metric of :mod:`adbench.metrics` is computed on the anomaly scores and lesion
+labels inside R_v. ``slice_rule``:
+
+* ``"lesion"`` (default, the paper's protocol): the axial slices whose lesion mask is non-empty;
+* ``"brain"``: every axial slice holding at least one brain voxel;
+* ``"all"``: every axial slice (R_v = brain).
+
+Background voxels never count: including them inflates AUROC (a known flaw of some public
+code). :data:`DEFINITIONS` (via :func:`definitions`) is written with every result, so tables
+never mix runs evaluated under different rules.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import metrics as _m
+
+__all__ = ["evaluate_volume", "region_mask", "definitions", "DEFINITIONS", "SLICE_RULES",
+           "ROW_KEYS"]
+
+SLICE_RULES = ("lesion", "brain", "all")
+ROW_KEYS = ("auroc", "dice_max", "auprc", "n_voxels", "n_lesion_voxels", "n_slices")
+
+DEFINITIONS = {
+    "region_rule": "brain ∩ selected axial slices",
+    "slice_rule": "lesion",
+    "auroc": "exact, tie-aware (Mann-Whitney U), equal to sklearn roc_auc_score",
+    "dice_variant": "max over all thresholds, exact (pred = score >= t, ties grouped)",
+    "auprc": "average precision, equal to sklearn average_precision_score",
+    "pooled_dice_max": "max over one global threshold on all test-set region voxels, exact",
+    "slice_score": f"{_m.SLICE_SCORE}: 99th percentile of the map inside the slice's brain mask, "
+                   "all slices with brain; label = lesion in the slice",
+    "nan_policy": "NaN when the region holds one class; counted (<m>_n_nan), never dropped",
+    "std_ddof": _m.STD_DDOF,
+}
+
+
+def definitions(slice_rule: str = "lesion") -> dict:
+    """A copy of :data:`DEFINITIONS` with ``slice_rule`` set; write it with every result."""
+    _check_rule(slice_rule)
+    return {**DEFINITIONS, "slice_rule": slice_rule}
+
+
+def _check_rule(slice_rule: str) -> None:
+    if slice_rule not in SLICE_RULES:
+        raise ValueError(f"slice_rule {slice_rule!r} unknown; expected one of {SLICE_RULES}")
+
+
+def region_mask(lesion, brain, *, slice_rule: str = "lesion") -> tuple[np.ndarray, int]:
+    """(R (H, W, Z) bool, number of selected axial slices) for ``slice_rule``."""
+    _check_rule(slice_rule)
+    les = np.asarray(lesion).astype(bool, copy=False)
+    br = np.asarray(brain).astype(bool, copy=False)
+    if les.ndim != 3 or les.shape != br.shape:
+        raise ValueError(f"lesion {les.shape} and brain {br.shape} must be (H, W, Z) of one shape")
+    if slice_rule == "lesion":
+        sel = les.any(axis=(0, 1))
+    elif slice_rule == "brain":
+        sel = br.any(axis=(0, 1))
+    else:
+        sel = np.ones(br.shape[2], dtype=bool)
+    return br & sel[None, None, :], int(sel.sum())
+
+
+def evaluate_volume(anomaly_map, lesion, brain, *, slice_rule: str = "lesion") -> dict:
+    """Voxel metrics of one volume over R = brain ∩ selected axial slices.
+
+    anomaly_map  (H, W, Z) float, higher = more anomalous; must be finite inside R.
+    lesion       (H, W, Z) bool/0-1 ground truth.
+    brain        (H, W, Z) bool/0-1 brain mask.
+    Returns {"auroc", "dice_max", "auprc", "n_voxels", "n_lesion_voxels", "n_slices"}; the
+    metrics are NaN when R holds only one class (e.g. no lesion inside the brain), never
+    dropped. Lesion voxels outside the brain are outside R and are not counted.
+    """
+    m = np.asarray(anomaly_map)
+    if m.ndim != 3:
+        raise ValueError(f"anomaly_map must be (H, W, Z), got shape {m.shape}")
+    for name, a in (("lesion", lesion), ("brain", brain)):
+        if np.shape(a) != m.shape:
+            raise ValueError(f"{name} shape {np.shape(a)} != anomaly_map shape {m.shape}")
+    region, n_slices = region_mask(lesion, brain, slice_rule=slice_rule)
+    scores = m[region]
+    labels = np.asarray(lesion).astype(bool, copy=False)[region]
+    if scores.dtype.kind == "f" and not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores)).sum())
+        raise ValueError(f"anomaly_map has {bad} non-finite value(s) inside the evaluation region")
+    pos, neg = _m._split_sorted(scores, labels)
+    return {
+        "auroc": _m._auroc_sorted(pos, neg),
+        "dice_max": _m._dice_sorted(pos, neg)[0],
+        "auprc": _m._auprc_sorted(pos, neg),
+        "n_voxels": int(scores.size),
+        "n_lesion_voxels": int(pos.size),
+        "n_slices": n_slices,
+    }
