@@ -1,0 +1,194 @@
+"""The healthy latent code repository M ∈ R^{K x L x 512} (paper §2.1, Fig. 1(b)).
+
+A random fraction of the healthy training slices (5% in the paper, §3.1) is inverted with the
+same procedure as the test slices, and the codes are stored with the (subject, z) provenance
+of their slices. Building it is the slowest part of ``fit`` (2,000 optimisation steps per
+slice), so it is written chunk by chunk under the run's model folder and a killed build
+resumes at the first missing chunk:
+
+    <folder>/selection.json          the selected slice positions, provenance, chunk size and
+                                     a digest of the selected images (written first, once)
+    <folder>/chunk-00000.safetensors codes (n, L, D) float32 + index (n,) int64: the positions
+    <folder>/chunk-00001.safetensors (in the training SliceSet) of the slices they invert
+    ...
+
+Every file is written atomically (temp name + rename), so a chunk is either complete or
+absent; chunk c always holds selection entries [c*chunk_size, (c+1)*chunk_size).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from adbench.io import atomic_path, write_json
+
+__all__ = ["Repository", "select_slices", "build_repository", "RepositoryError"]
+
+SELECTION_FILE = "selection.json"
+
+
+class RepositoryError(RuntimeError):
+    """A repository folder does not match the build that is asked for."""
+
+
+@dataclass
+class Repository:
+    """Latent codes with provenance.
+
+    codes     (K, L, D) float32 W+ codes.
+    index     (K,) int64 position of each code's slice in the training SliceSet.
+    subjects  length-K subject ids;  z (K,) int64 axial slice index of each code's slice.
+    """
+
+    codes: torch.Tensor
+    index: np.ndarray
+    subjects: list[str]
+    z: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+    def to_tensors(self, prefix: str = "repository.") -> dict[str, torch.Tensor]:
+        """Tensors only (state dicts are loaded with weights_only): subjects as UTF-8 JSON bytes."""
+        return {
+            prefix + "codes": self.codes.detach().cpu().float(),
+            prefix + "index": torch.as_tensor(self.index, dtype=torch.long),
+            prefix + "z": torch.as_tensor(self.z, dtype=torch.long),
+            prefix + "subjects_json": _json_tensor(self.subjects),
+        }
+
+    @classmethod
+    def from_tensors(cls, state: dict[str, torch.Tensor], prefix: str = "repository.") -> "Repository":
+        missing = [k for k in ("codes", "index", "z", "subjects_json") if prefix + k not in state]
+        if missing:
+            raise KeyError(f"repository state: missing keys {[prefix + k for k in missing]}")
+        return cls(codes=state[prefix + "codes"].float(), index=state[prefix + "index"].numpy().copy(),
+                   subjects=_tensor_json(state[prefix + "subjects_json"]),
+                   z=state[prefix + "z"].numpy().copy())
+
+
+def _json_tensor(obj) -> torch.Tensor:
+    return torch.tensor(list(json.dumps(obj).encode("utf-8")), dtype=torch.uint8)
+
+
+def _tensor_json(t: torch.Tensor):
+    return json.loads(bytes(t.tolist()).decode("utf-8"))
+
+
+def select_slices(n: int, fraction: float, generator: torch.Generator) -> np.ndarray:
+    """Sorted positions of round(fraction * n) (at least 1) slices drawn without replacement.
+
+    ``fraction`` in (0, 1]; 1.0 selects every slice (in order, no draw needed).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"repository_fraction={fraction} must be in (0, 1] (the paper uses 0.05)")
+    if n < 1:
+        raise ValueError("repository: no training slices to select from")
+    k = max(1, int(round(fraction * n)))
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    perm = torch.randperm(n, generator=generator)[:k]
+    return np.sort(perm.numpy()).astype(np.int64)
+
+
+def _digest(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def _chunk_path(folder: Path, c: int) -> Path:
+    return folder / f"chunk-{c:05d}.safetensors"
+
+
+def build_repository(images: torch.Tensor, subjects: list[str], z: np.ndarray,
+                     invert_fn: Callable[[torch.Tensor], torch.Tensor], folder: Path | None, *,
+                     fraction: float = 0.05, generator: torch.Generator | None = None,
+                     chunk_size: int = 64, on_chunk: Callable[[int, int], None] | None = None,
+                     log: logging.Logger | None = None) -> Repository:
+    """Invert a random ``fraction`` of the training slices and store the codes, resumably.
+
+    Args:
+        images: (N, 1, H, W) healthy training slices in [-1, 1].
+        subjects, z: provenance of every slice (length N).
+        invert_fn: images (n, 1, H, W) -> codes (n, L, D); must be the test-time procedure.
+        folder: where chunks go; None builds in memory only (nothing written, no resume).
+        generator: seeded generator for the selection (``Context.generator``).
+        chunk_size: slices per chunk file.
+        on_chunk: called as on_chunk(c, n_chunks) after chunk c is stored (progress; tests
+            use it to interrupt a build).
+    Returns the :class:`Repository` in selection order.
+    """
+    log = log or logging.getLogger("adbench")
+    n = images.shape[0]
+    if len(subjects) != n or len(z) != n:
+        raise ValueError(f"build_repository: {n} images but {len(subjects)} subjects / {len(z)} z")
+    if chunk_size < 1:
+        raise ValueError(f"build_repository: chunk_size={chunk_size} must be >= 1")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    sel = select_slices(n, fraction, gen)
+    selection = {
+        "n_train": int(n), "fraction": float(fraction), "chunk_size": int(chunk_size),
+        "index": sel.tolist(), "subjects": [subjects[i] for i in sel],
+        "z": [int(z[i]) for i in sel], "images_sha256": _digest(images[torch.as_tensor(sel)]),
+    }
+    if folder is not None:
+        folder = Path(folder)
+        _check_or_write_selection(folder, selection)
+
+    n_chunks = (len(sel) + chunk_size - 1) // chunk_size
+    parts: list[torch.Tensor] = []
+    for c in range(n_chunks):
+        pos = sel[c * chunk_size:(c + 1) * chunk_size]
+        path = _chunk_path(folder, c) if folder is not None else None
+        if path is not None and path.exists():
+            codes = _load_chunk(path, pos)
+        else:
+            codes = invert_fn(images[torch.as_tensor(pos)]).detach().cpu().float().contiguous()
+            if codes.ndim != 3 or codes.shape[0] != len(pos):
+                raise RuntimeError(f"build_repository: invert_fn returned {tuple(codes.shape)} for "
+                                   f"{len(pos)} images, expected ({len(pos)}, L, D)")
+            if path is not None:
+                with atomic_path(path) as tmp:
+                    save_file({"codes": codes, "index": torch.as_tensor(pos, dtype=torch.long)}, str(tmp))
+        parts.append(codes)
+        log.debug("repository chunk %d/%d stored (%d codes)", c + 1, n_chunks, len(pos))
+        if on_chunk is not None:
+            on_chunk(c, n_chunks)
+    return Repository(codes=torch.cat(parts), index=sel, subjects=selection["subjects"],
+                      z=np.asarray(selection["z"], dtype=np.int64))
+
+
+def _check_or_write_selection(folder: Path, selection: dict) -> None:
+    path = folder / SELECTION_FILE
+    if not path.exists():
+        stale = sorted(folder.glob("chunk-*.safetensors"))
+        if stale:
+            raise RepositoryError(f"{folder}: {len(stale)} chunk files but no {SELECTION_FILE}; the "
+                                  f"folder is not a repository build this code wrote. Delete it to rebuild.")
+        write_json(path, selection)
+        return
+    with open(path) as f:
+        old = json.load(f)
+    diff = [k for k in selection if old.get(k) != selection[k]]
+    if diff:
+        raise RepositoryError(f"{path}: the stored repository build differs from the requested one in "
+                              f"{diff} (different training data, fraction, seed or chunk size). Delete "
+                              f"{folder} to rebuild, or use the run's own model folder.")
+
+
+def _load_chunk(path: Path, pos: np.ndarray) -> torch.Tensor:
+    data = load_file(str(path))
+    idx = data.get("index")
+    if idx is None or "codes" not in data or idx.tolist() != pos.tolist() \
+            or data["codes"].shape[0] != len(pos):
+        raise RepositoryError(f"{path}: chunk holds slice positions "
+                              f"{None if idx is None else idx.tolist()[:5]}... but the selection "
+                              f"expects {pos.tolist()[:5]}...; delete the repository folder to rebuild")
+    return data["codes"].float()
