@@ -82,3 +82,16 @@ def test_definitions_record_the_rules():
     d = definitions("brain")
     assert d["slice_rule"] == "brain" and d["region_rule"] == DEFINITIONS["region_rule"]
     assert DEFINITIONS["slice_rule"] == "lesion"  # a copy, not a mutation
+
+
+def test_per_volume_csv_round_trip(tmp_path):
+    from adbench.evaluation import read_per_volume, write_per_volume
+    amap, lesion, brain = make_volume()
+    rows = [{"subject": "a", **evaluate_volume(amap, lesion, brain)},
+            {"subject": "b", **evaluate_volume(amap, np.zeros_like(lesion), brain, slice_rule="brain")}]
+    p = tmp_path / "per_volume.csv"
+    write_per_volume(p, rows)
+    back = read_per_volume(p)
+    assert back[0] == rows[0]  # floats survive exactly
+    assert math.isnan(back[1]["auroc"]) and back[1]["n_voxels"] == rows[1]["n_voxels"]
+    assert p.read_text().splitlines()[0] == "subject,auroc,dice_max,auprc,n_voxels,n_lesion_voxels,n_slices"
