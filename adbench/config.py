@@ -1,0 +1,129 @@
+"""Config resolution: CLI and files → one validated, fully resolved config (style rule 5).
+
+Precedence, lowest first: plugin ``default_config`` → plugin preset → ``--config`` file →
+``--set`` overrides. ``--set`` keys address sections with a prefix:
+
+=====================  =============================================================
+``key=value``          the method's config (``--set l2=6``)
+``dataset.key=value``  the test dataset's config (``--set dataset.n_test=5``)
+``train.key=value``    the training dataset's config when ``--train-on`` differs
+``preprocess.key=v``   shared preprocessing (:class:`adbench.preprocess.PreprocessConfig`)
+``runner.key=value``   runner settings (:data:`RUNNER_DEFAULTS`)
+=====================  =============================================================
+
+Values are parsed as YAML (``--set k2=20`` is an int, ``--set two_stage=false`` a bool).
+An unknown key is an error that lists the valid keys of its section.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Any
+
+import yaml
+
+from .plugins import UnknownNameError
+from .preprocess import PreprocessConfig
+
+__all__ = ["ConfigError", "RUNNER_DEFAULTS", "RUNNER_PRESETS", "parse_sets", "merge_section",
+           "load_config_file"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration key or value; the message names it and the valid choices."""
+
+
+RUNNER_DEFAULTS: dict[str, Any] = {
+    "batch_size": 16,              # slices per predict call
+    "localisation": "perceptual",  # reconstruction methods: "perceptual" (shared A_per) or "native"
+    "perceptual_blocks": [3, 4, 5],  # VGG16 blocks of A_per (paper: last three)
+    "max_test_volumes": None,      # evaluate only the first N test volumes (None: all)
+    "max_train_volumes": None,     # train on only the first N healthy volumes (None: all)
+    "write_maps": True,            # maps/<subject>.nii.gz with image and masks beside it
+    "figures": True,               # figures/ overlay and ROC curve
+}
+
+RUNNER_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"batch_size": 8, "figures": True},
+}
+
+SECTIONS = ("method", "dataset", "train", "preprocess", "runner")
+
+
+def parse_sets(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["k=v", "dataset.n=3"]`` → {"method": {"k": v}, "dataset": {"n": 3}, ...}."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. --set k2=20 or "
+                              f"--set dataset.n_test=5)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        section = "method"
+        if "." in key:
+            prefix, rest = key.split(".", 1)
+            if prefix in SECTIONS:
+                section, key = prefix, rest
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        out[section][key] = value
+    return out
+
+
+def load_config_file(path: str) -> dict[str, dict[str, Any]]:
+    """A YAML file with optional top-level sections method/dataset/train/preprocess/runner."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of sections {SECTIONS}, "
+                          f"got {type(data).__name__}")
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown section(s) {sorted(unknown)}; "
+                          f"valid sections: {', '.join(SECTIONS)}")
+    for k, v in data.items():
+        if not isinstance(v, dict):
+            raise ConfigError(f"--config {path}: section {k!r} must be a mapping")
+    return {s: dict(data.get(s) or {}) for s in SECTIONS}
+
+
+def merge_section(what: str, defaults: dict[str, Any], presets: dict[str, dict[str, Any]],
+                  preset: str | None, *layers: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``defaults`` ← preset ← layers, validating every key against ``defaults``."""
+    cfg = copy.deepcopy(defaults)
+    if preset is not None and preset in presets:
+        _check_keys(f"{what} preset {preset!r}", presets[preset], cfg)
+        cfg.update(copy.deepcopy(presets[preset]))
+    for layer in layers:
+        _check_keys(what, layer, cfg)
+        cfg.update(copy.deepcopy(layer))
+    return cfg
+
+
+def _check_keys(what: str, layer: dict[str, Any], valid: dict[str, Any]) -> None:
+    for key in layer:
+        if key not in valid:
+            close = difflib.get_close_matches(key, list(valid), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown {what} config key {key!r}.{hint} Valid keys: "
+                              f"{', '.join(sorted(valid)) or '(none)'}")
+
+
+def preprocess_defaults() -> dict[str, Any]:
+    return PreprocessConfig().to_dict()
+
+
+def check_preset(preset: str | None, known: set[str]) -> None:
+    """A preset name must be defined by at least one of the pieces of the run."""
+    if preset is None:
+        return
+    if preset not in known:
+        raise UnknownNameError(f"unknown preset {preset!r}. Presets defined for this method, "
+                               f"dataset and runner: {', '.join(sorted(known)) or '(none)'}")

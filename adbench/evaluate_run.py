@@ -1,0 +1,172 @@
+"""The test half of a run: stream test volumes, predict, localise, evaluate, write outputs.
+
+Volumes are processed one at a time (a 369-volume BraTS test set never sits in memory):
+preprocess (cached) → select the evaluation slices → predict in batches → for
+reconstruction detectors, the shared perceptual score A_per of (slice, reconstruction) →
+the (H, W, Z) map on the preprocessed grid → :func:`adbench.evaluation.evaluate_volume` →
+NIfTI map, image and masks → one CSV row.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .detector import Context, Detector
+from .evaluation import definitions, evaluate_volume, region_mask
+from .io import atomic_write, save_nifti
+from .metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
+from .slices import finalize_image, iter_preprocessed, to_slices
+
+__all__ = ["evaluate_test_set", "ROW_COLUMNS"]
+
+log = logging.getLogger("adbench")
+ROW_COLUMNS = ["subject", "auroc", "dice_max", "auprc", "n_voxels", "n_lesion_voxels", "n_slices"]
+N_FIGURE_VOLUMES = 4
+
+
+def _scorer(spec, detector: Detector):
+    if not detector.reconstructs or spec.runner["localisation"] != "perceptual":
+        return None
+    from .perceptual import PerceptualScore
+    blocks = tuple(int(b) for b in spec.runner["perceptual_blocks"])
+    return PerceptualScore(weights=spec.weights, blocks=blocks, seed=spec.seed).to(spec.device).eval()
+
+
+def predict_maps(detector: Detector, images: torch.Tensor, ctx: Context, scorer, batch_size: int,
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Maps (N, H, W) for slices (N, 1, H, W); reconstruction maps via the shared A_per."""
+    maps, extras = [], {}
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start:start + batch_size]
+        pred = detector.predict(x, ctx)
+        m = pred.maps
+        if scorer is not None and pred.reconstructions is not None:
+            with torch.no_grad():
+                dev = next(scorer.parameters()).device
+                m = scorer(x.to(dev), pred.reconstructions.to(dev))
+        maps.append(m.detach().float().cpu())
+        for k, v in pred.extras.items():
+            extras.setdefault(k, []).append(v.detach().float().cpu())
+    return torch.cat(maps), {k: torch.cat(v) for k, v in extras.items()}
+
+
+def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, test_ds, reference, *,
+                      skipped: list, progress: bool, timings: dict) -> dict[str, Any]:
+    cfg = spec.preprocess
+    rule = cfg.slices_test
+    scorer = _scorer(spec, detector)
+    maps_dir = run_dir / "maps"
+    rows: list[dict[str, Any]] = []
+    pooled: list[tuple[np.ndarray, np.ndarray]] = []
+    slice_s, slice_y = [], []
+    figure_volumes: list[dict] = []
+    n_slices_pred = 0
+    t_pred = 0.0
+    n_train_skipped = len(skipped)
+    for pre in iter_preprocessed(test_ds, spec.dataset, "test", cfg, strict=spec.strict, report=skipped,
+                                 progress=progress, limit=spec.runner["max_test_volumes"]):
+        lesion = pre.lesion if pre.lesion is not None else np.zeros_like(pre.brain)
+        region, _ = region_mask(lesion, pre.brain, slice_rule=rule)
+        z = np.flatnonzero(region.any(axis=(0, 1)))
+        image = finalize_image(pre, reference, cfg)
+        amap = np.zeros(pre.brain.shape, np.float32)
+        extras: dict[str, float] = {}
+        if len(z):
+            sl = to_slices(pre, image, z)
+            t0 = time.perf_counter()
+            m, ex = predict_maps(detector, sl.images, ctx, scorer, int(spec.runner["batch_size"]))
+            t_pred += time.perf_counter() - t0
+            n_slices_pred += len(z)
+            amap[:, :, z] = np.moveaxis(m.numpy(), 0, -1)
+            extras = {f"extra_{k}": float(v.mean()) for k, v in ex.items()}
+        row = {"subject": pre.subject_id, **evaluate_volume(amap, lesion, pre.brain, slice_rule=rule), **extras}
+        rows.append(row)
+        pooled.append((amap[region], lesion[region]))
+        if rule != "lesion":
+            s, y, _ = slice_scores(amap, lesion, pre.brain)
+            slice_s.append(s)
+            slice_y.append(y)
+        if spec.runner["write_maps"]:
+            sid = _safe(pre.subject_id)
+            save_nifti(maps_dir / f"{sid}.nii.gz", amap, pre.affine)
+            save_nifti(maps_dir / f"{sid}_image.nii.gz", image.astype(np.float32), pre.affine)
+            save_nifti(maps_dir / f"{sid}_brain.nii.gz", pre.brain.astype(np.uint8), pre.affine)
+            save_nifti(maps_dir / f"{sid}_lesion.nii.gz", lesion.astype(np.uint8), pre.affine)
+        if len(figure_volumes) < N_FIGURE_VOLUMES:
+            figure_volumes.append({"subject": pre.subject_id, "image": image, "map": amap,
+                                   "lesion": lesion, "brain": pre.brain})
+    if not rows:
+        from .data import DataError
+        raise DataError(f"dataset {spec.dataset!r}: no usable test volumes "
+                        f"({len(skipped) - n_train_skipped} skipped: "
+                        f"{[r['reason'] for r in skipped[n_train_skipped:]][:3]})")
+
+    _write_rows(run_dir / "per_volume.csv", rows)
+    timings["predict_s"] = t_pred
+    timings["predict_s_per_slice"] = t_pred / max(n_slices_pred, 1)
+    pooled_dice, pooled_t = pooled_dice_max(pooled)
+    summary: dict[str, Any] = {
+        "method": spec.method, "dataset": spec.dataset, "train_on": spec.train_on,
+        "preset": spec.preset, "seed": spec.seed, "n_volumes": len(rows),
+        **summarize(rows),
+        "pooled_dice_max": pooled_dice, "pooled_threshold": pooled_t,
+        "slice_auroc": (slice_auroc(np.concatenate(slice_s), np.concatenate(slice_y))
+                        if slice_s else math.nan),
+        "n_slices": n_slices_pred,
+        "definitions": {**definitions(rule),
+                        "slice_auroc": ("all brain slices" if rule != "lesion" else
+                                        "undefined with slice_rule=lesion (every evaluated slice "
+                                        "holds lesion); use --set preprocess.slices_test=brain")},
+        "localisation": ("perceptual (A_per, VGG16 blocks %s)" % list(spec.runner["perceptual_blocks"])
+                         if scorer is not None else "native"),
+        "weights": _weights(scorer, detector),
+        "skipped": skipped,
+        "timings": timings,
+    }
+    for key in [k for k in rows[0] if k.startswith("extra_")]:
+        vals = [r[key] for r in rows if key in r]
+        summary[f"{key}_mean"] = float(np.mean(vals))
+    if spec.runner["figures"]:
+        try:
+            from .report.figures import write_run_figures
+            write_run_figures(run_dir, figure_volumes)
+        except ImportError:  # reporting layer not installed in a minimal build
+            log.info("figures skipped: adbench.report is unavailable")
+    return summary
+
+
+def _weights(scorer, detector) -> dict | None:
+    info = {}
+    if scorer is not None:
+        info["perceptual"] = getattr(scorer, "weights_info", None)
+    if getattr(detector, "weights_info_", None) is not None:
+        info["method"] = detector.weights_info_
+    return info or None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    cols = ROW_COLUMNS + sorted({k for r in rows for k in r} - set(ROW_COLUMNS))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k, "")) for k in cols})
+    atomic_write(path, buf.getvalue())
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else repr(v)
+    return v

@@ -1,0 +1,13 @@
+"""Registers the `zscore` method."""
+from adbench import MethodSpec, hookimpl
+
+from .detector import ZScore
+
+
+@hookimpl
+def adbench_methods():
+    return [MethodSpec(
+        name="zscore", factory=ZScore, default_config={"eps": 0.05, "brain_only": True},
+        kind="baseline",
+        description="voxel-wise z-score against healthy training slices (sanity baseline)",
+    )]
