@@ -8,8 +8,6 @@ NIfTI map, image and masks → one CSV row.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import time
@@ -20,15 +18,14 @@ import numpy as np
 import torch
 
 from .detector import Context, Detector
-from .evaluation import definitions, evaluate_volume, region_mask
-from .io import atomic_write, save_nifti
+from .evaluation import definitions, evaluate_volume, region_mask, write_per_volume
+from .io import save_nifti
 from .metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
 from .slices import finalize_image, iter_preprocessed, to_slices
 
-__all__ = ["evaluate_test_set", "ROW_COLUMNS"]
+__all__ = ["evaluate_test_set", "predict_maps"]
 
 log = logging.getLogger("adbench")
-ROW_COLUMNS = ["subject", "auroc", "dice_max", "auprc", "n_voxels", "n_lesion_voxels", "n_slices"]
 N_FIGURE_VOLUMES = 4
 
 
@@ -109,7 +106,11 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
                         f"({len(skipped) - n_train_skipped} skipped: "
                         f"{[r['reason'] for r in skipped[n_train_skipped:]][:3]})")
 
-    _write_rows(run_dir / "per_volume.csv", rows)
+    extra_keys = sorted({k for r in rows for k in r if k.startswith("extra_")})
+    for r in rows:  # a volume with no evaluated slice has no extras: NaN, not a missing cell
+        for k in extra_keys:
+            r.setdefault(k, math.nan)
+    write_per_volume(run_dir / "per_volume.csv", rows)
     timings["predict_s"] = t_pred
     timings["predict_s_per_slice"] = t_pred / max(n_slices_pred, 1)
     pooled_dice, pooled_t = pooled_dice_max(pooled)
@@ -131,9 +132,8 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
         "skipped": skipped,
         "timings": timings,
     }
-    for key in [k for k in rows[0] if k.startswith("extra_")]:
-        vals = [r[key] for r in rows if key in r]
-        summary[f"{key}_mean"] = float(np.mean(vals))
+    for key in extra_keys:
+        summary[f"{key}_mean"] = float(np.nanmean([r[key] for r in rows]))
     if spec.runner["figures"]:
         try:
             from .report.figures import write_run_figures
@@ -154,19 +154,3 @@ def _weights(scorer, detector) -> dict | None:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    cols = ROW_COLUMNS + sorted({k for r in rows for k in r} - set(ROW_COLUMNS))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r.get(k, "")) for k in cols})
-    atomic_write(path, buf.getvalue())
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else repr(v)
-    return v

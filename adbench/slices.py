@@ -69,6 +69,8 @@ class SliceCache:
                 log.warning("slice cache entry %s is unreadable; rebuilding", path)
         vol = self.dataset.load(subject)
         pre = preprocess_volume(vol, self.cfg)
+        # The cache stores float16; round now so a fresh result equals a cached one exactly.
+        pre.image = pre.image.astype(np.float16).astype(np.float32)
         _save_pre(path, pre)
         self._manifest[subject] = {"key": key, "file": path.name, "sources": sources}
         self._dirty = True
