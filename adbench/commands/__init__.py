@@ -1,0 +1,1 @@
+"""Sub-commands of the ``adbench`` CLI, one module each with ``add_parser(subparsers)`` and ``main(args) -> int``."""

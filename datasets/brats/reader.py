@@ -1,0 +1,225 @@
+"""BraTS2020 training data, read as distributed (paper §3.1: T1 test volumes).
+
+Layout (``data_root`` = the folder holding ``MICCAI_BraTS2020_TrainingData/``, that folder
+itself, or the Kaggle copy's ``BraTS2020_TrainingData/`` above it)::
+
+    MICCAI_BraTS2020_TrainingData/
+        name_mapping.csv                      (optional; grade and TCGA ids → Volume.meta)
+        BraTS20_Training_001/
+            BraTS20_Training_001_{t1,t1ce,t2,flair,seg}.nii.gz   (some copies: .nii)
+        ...
+        BraTS20_Training_355/
+            BraTS20_Training_355_{t1,t1ce,t2,flair}.nii
+            W39_1998.09.19_Segm.nii            (the release's one misnamed segmentation)
+
+Volumes are 240x240x155 at 1 mm, skull-stripped (background exactly 0), stored LPS
+(nibabel affine diag(-1, -1, 1)); the shared preprocessing reorients them. Labels:
+0 background, 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing tumour; the anomaly is
+label > 0 unless ``lesion_labels`` lists the labels to use. The brain mask is image > 0.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Any
+
+from adbench.data import DataError, Volume
+from adbench.dataset import Dataset
+from adbench.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
+from adbench.validate import (check_not_empty, check_same_grid, labels_to_mask, problem,
+                              require_data_root)
+
+__all__ = ["BraTS2020", "MODALITIES", "BRATS_LABELS"]
+
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+BRATS_LABELS = (0, 1, 2, 4)
+_SUBJECT_RE = re.compile(r"^BraTS20_Training_\d+$")
+_EXPECTED = ("the folder that holds MICCAI_BraTS2020_TrainingData/ (or that folder itself, "
+             "whose sub-folders are BraTS20_Training_NNN/)")
+
+
+class BraTS2020(Dataset):
+    """BraTS2020 training volumes with their tumour segmentations ("test" split only).
+
+    data_root       see the module docstring.
+    modality        "t1" (paper), "t1ce", "t2" or "flair".
+    lesion_labels   labels counted as anomaly; None = label > 0 (whole tumour).
+    label_values    the label set a segmentation must use; anything else is an error.
+    seg_overrides   subject id → segmentation file name (relative to the subject folder, or
+                    absolute) for subjects whose file is not ``<id>_seg.nii[.gz]``; e.g.
+                    {"BraTS20_Training_355": "W39_1998.09.19_Segm.nii"}.
+    max_subjects    keep only the first N usable subjects (sorted by id); None = all.
+    """
+
+    name = "brats"
+
+    def __init__(self, data_root: str | None = None, modality: str = "t1",
+                 lesion_labels: list[int] | None = None,
+                 label_values: list[int] = list(BRATS_LABELS),
+                 seg_overrides: dict[str, str] | None = None, max_subjects: int | None = None):
+        self.data_root = data_root
+        self.modality = modality
+        self.lesion_labels = lesion_labels
+        self.label_values = label_values
+        self.seg_overrides = dict(seg_overrides or {})
+        self.max_subjects = max_subjects
+        self._scan: tuple[dict[str, tuple[Path, Path]], list[dict]] | None = None
+        self._mapping: dict[str, dict[str, str]] | None = None
+
+    # -- listing ---------------------------------------------------------------------------
+    def training_dir(self) -> Path:
+        """The folder whose sub-folders are ``BraTS20_Training_NNN/``."""
+        root = require_data_root(self.data_root, dataset=self.name, expected=_EXPECTED)
+        for cand in (root, root / "MICCAI_BraTS2020_TrainingData",
+                     root / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"):
+            if cand.is_dir() and any(_SUBJECT_RE.match(p.name) and p.is_dir()
+                                     for p in cand.iterdir()):
+                return cand
+        hint = ""
+        if any(root.glob("**/BraTS20_Validation_*")):
+            hint = (" (found BraTS20_Validation_* folders: the validation data has no "
+                    "segmentations and cannot be evaluated)")
+        raise DataError(f"dataset 'brats': no BraTS20_Training_*/ folders under {root}{hint}; "
+                        f"pass {_EXPECTED}")
+
+    def _listing(self) -> tuple[dict[str, tuple[Path, Path]], list[dict]]:
+        if self._scan is not None:
+            return self._scan
+        if self.modality not in MODALITIES:
+            raise DataError(f"dataset 'brats': modality {self.modality!r} is not one of "
+                            f"{MODALITIES}; set modality=t1 (the paper's choice) or another")
+        tdir = self.training_dir()
+        found: dict[str, tuple[Path, Path]] = {}
+        problems: list[dict] = []
+        for sdir in sorted(p for p in tdir.iterdir() if p.is_dir() and _SUBJECT_RE.match(p.name)):
+            sid = sdir.name
+            image = _find(sdir, f"{sid}_{self.modality}")
+            if image is None:
+                problems.append(problem(sid, sdir / f"{sid}_{self.modality}.nii.gz",
+                                        f"no {self.modality} image {sid}_{self.modality}.nii[.gz] "
+                                        f"in {sdir}; the subject is incomplete"))
+                continue
+            seg, why = self._seg_path(sid, sdir)
+            if seg is None:
+                problems.append(problem(sid, sdir, why))
+                continue
+            found[sid] = (image, seg)
+        unknown = sorted(set(self.seg_overrides) - set(found) - {p["subject"] for p in problems})
+        for sid in unknown:
+            problems.append(problem(sid, tdir / sid, f"seg_overrides names subject {sid!r}, which "
+                                                     f"has no folder in {tdir}; fix the mapping"))
+        self._scan = (found, problems)
+        return self._scan
+
+    def _seg_path(self, sid: str, sdir: Path) -> tuple[Path | None, str]:
+        if sid in self.seg_overrides:
+            p = Path(self.seg_overrides[sid])
+            p = p if p.is_absolute() else sdir / p
+            if not p.is_file():
+                return None, (f"seg_overrides maps {sid!r} to {p}, which does not exist; "
+                              f"fix the mapping")
+            return p, ""
+        seg = _find(sdir, f"{sid}_seg")
+        if seg is not None:
+            return seg, ""
+        known = {f"{sid}_{m}" for m in MODALITIES}
+        others = sorted(p.name for p in sdir.iterdir()
+                        if nifti_suffix(p.name) and strip_nifti_suffix(p.name) not in known)
+        if others:
+            return None, (f"segmentation {sid}_seg.nii[.gz] not found in {sdir}; the folder has "
+                          f"{', '.join(others)}, which looks like it (the BraTS2020 release "
+                          f"names subject 355's segmentation W39_1998.09.19_Segm.nii). To use "
+                          f"it, set seg_overrides: {{\"{sid}\": \"{others[0]}\"}} "
+                          f"(--set 'seg_overrides={{{sid}: {others[0]}}}')")
+        return None, f"segmentation {sid}_seg.nii[.gz] not found in {sdir}"
+
+    def subjects(self, split: str) -> list[str]:
+        self._check_split(split)
+        ids = list(self._listing()[0])
+        return ids if self.max_subjects is None else ids[: int(self.max_subjects)]
+
+    def problems(self, split: str) -> list[dict[str, str]]:
+        self._check_split(split)
+        return list(self._listing()[1])
+
+    def source_files(self, subject: str) -> list[Path]:
+        return list(self._paths(subject))
+
+    def _check_split(self, split: str) -> None:
+        if split != "test":
+            raise DataError(f"dataset 'brats' has only the 'test' split (volumes with tumour "
+                            f"masks), not {split!r}; train on a healthy dataset, e.g. "
+                            f"--train-on openbhb")
+
+    def _paths(self, subject: str) -> tuple[Path, Path]:
+        found, problems = self._listing()
+        if subject in found:
+            return found[subject]
+        why = next((p["reason"] for p in problems if p["subject"] == subject), None)
+        raise DataError(f"dataset 'brats': subject {subject!r} cannot be loaded: "
+                        f"{why or 'no such subject folder in ' + str(self.training_dir())}")
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self, subject: str) -> Volume:
+        """(240, 240, 155) LPS volume of ``subject``: the modality image, brain = image > 0,
+        lesion = the label rule applied to the segmentation."""
+        image_path, seg_path = self._paths(subject)
+        image, affine = load_nifti(image_path, what="image")
+        seg, seg_affine = load_nifti(seg_path, what="segmentation")
+        check_same_grid(seg.shape, seg_affine, image.shape, affine, path=seg_path,
+                        ref_path=image_path, what="segmentation")
+        lesion = labels_to_mask(seg, path=seg_path, what="segmentation",
+                                allowed=self.label_values, lesion_labels=self.lesion_labels)
+        brain = image > 0
+        check_not_empty(brain, path=image_path, what="brain (image > 0)",
+                        hint="the image is blank; re-extract the file or remove the subject")
+        check_not_empty(lesion, path=seg_path, what="tumour mask",
+                        hint=f"no voxel has a lesion label ({self._rule()}); a test volume "
+                             f"needs a lesion: fix the file or remove the subject")
+        meta: dict[str, Any] = {
+            "dataset": self.name, "modality": self.modality, "image_path": str(image_path),
+            "lesion_path": str(seg_path), "lesion_rule": self._rule(),
+            "brain_mask_source": "image > 0 (BraTS volumes are skull-stripped)",
+        }
+        if seg_path.name != f"{subject}_seg{nifti_suffix(seg_path.name)}":
+            meta["seg_override"] = seg_path.name
+        meta.update(self._name_mapping().get(subject, {}))
+        return Volume(image=image, brain_mask=brain, lesion_mask=lesion, affine=affine,
+                      subject_id=subject, meta=meta)
+
+    def _rule(self) -> str:
+        return "label > 0" if self.lesion_labels is None else f"label in {list(self.lesion_labels)}"
+
+    def _name_mapping(self) -> dict[str, dict[str, str]]:
+        """name_mapping.csv (if present): BraTS_2020_subject_ID → grade and origin ids."""
+        if self._mapping is not None:
+            return self._mapping
+        path = self.training_dir() / "name_mapping.csv"
+        self._mapping = {}
+        if path.is_file():
+            try:
+                with open(path, newline="", encoding="utf-8-sig") as f:
+                    rows = list(csv.DictReader(f))
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise DataError(f"{path}: cannot parse ({exc}); it is only metadata: fix or "
+                                f"delete it") from exc
+            for row in rows:
+                sid = (row.get("BraTS_2020_subject_ID") or "").strip()
+                if not sid:
+                    continue
+                meta = {"grade": (row.get("Grade") or "").strip()}
+                tcga = (row.get("TCGA_TCIA_subject_ID") or "").strip()
+                if tcga and tcga.upper() != "NA":
+                    meta["tcga_tcia_id"] = tcga
+                self._mapping[sid] = meta
+        return self._mapping
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.nii.gz`` or ``folder/stem.nii`` (the gzipped copy wins if both exist)."""
+    for suffix in (".nii.gz", ".nii"):
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
