@@ -1,0 +1,139 @@
+"""``adbench show``: draw a few volumes of a dataset with their lesion contours.
+
+For each of the first ``--n`` subjects of a split, one row of the figure: an axial and a
+coronal slice through the lesion's largest cross-section (for healthy volumes, through the
+brain's centre) of the volume as the dataset delivers it (reoriented to RAS so left is on the
+left and anterior at the top), and the same axial level after the shared preprocessing
+(the 160x128 slice a detector sees). Lesion masks are drawn as red contours. The figure is a
+PNG written atomically (matplotlib, Agg backend: no display needed).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError, merge_section, parse_sets
+from ..io import atomic_path
+from ..plugins import get_registry
+
+__all__ = ["add_parser", "main", "show"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "show", help="draw slices of a dataset's volumes with lesion contours into a PNG",
+        description="Draw axial and coronal slices of the first N volumes of a dataset split, "
+                    "raw and preprocessed, with lesion contours, into a PNG.")
+    p.add_argument("dataset", help="dataset name (see `adbench list`), e.g. synth")
+    p.add_argument("--out", required=True, help="PNG file to write (e.g. preview.png)")
+    p.add_argument("--n", type=int, default=6, help="number of volumes to draw (default 6)")
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="which split to draw (default: test, the volumes with lesions)")
+    p.add_argument("--preset", default=None, help="dataset preset, e.g. smoke")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset config key, e.g. --set seed=3 (dataset.KEY=VALUE works too)")
+    p.add_argument("--data-root", default=None, help="the dataset's folder (sets data_root)")
+    p.add_argument("--no-preprocessed", dest="preprocessed", action="store_false",
+                   help="leave out the preprocessed 160x128 column")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    sets = parse_sets(args.sets)
+    layer = {**sets["method"], **sets["dataset"]}   # unprefixed keys are dataset keys here
+    path = show(args.dataset, args.out, n=args.n, split=args.split, preset=args.preset,
+                dataset_config=layer, data_root=args.data_root,
+                preprocessed=args.preprocessed, progress=not args.quiet)
+    print(f"wrote {path}")
+    return 0
+
+
+def show(dataset: str, out: str | Path, *, n: int = 6, split: str = "test",
+         preset: str | None = None, dataset_config: dict[str, Any] | None = None,
+         data_root: str | None = None, preprocessed: bool = True, progress: bool = False) -> Path:
+    """Draw the first ``n`` subjects of ``split`` into the PNG ``out``; return its path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..preprocess import PreprocessConfig, preprocess_volume, to_ras
+
+    if n < 1:
+        raise ConfigError(f"--n {n}: expected at least 1 volume")
+    spec = get_registry().dataset(dataset)
+    if split not in spec.splits:
+        raise ConfigError(f"dataset {dataset!r} has no {split!r} split (it provides {list(spec.splits)})")
+    layer = {"data_root": str(data_root)} if data_root is not None else {}
+    extra = {"progress": progress} if "progress" in spec.default_config else {}
+    cfg = merge_section(f"dataset {dataset!r}", spec.default_config, spec.presets, preset,
+                        extra, dict(dataset_config or {}), layer)
+    ds = spec.factory(**cfg)
+    subjects = ds.subjects(split)[:n]
+    if not subjects:
+        raise ConfigError(f"dataset {dataset!r} split {split!r} has no subjects to draw")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: expected a .png file name")
+
+    ncol = 3 if preprocessed else 2
+    fig, axes = plt.subplots(len(subjects), ncol, figsize=(3.2 * ncol, 3.0 * len(subjects)),
+                             squeeze=False, facecolor="black")
+    for row, subject in zip(axes, subjects):
+        vol = to_ras(ds.load(subject))
+        lesion = vol.lesion_mask if vol.lesion_mask is not None and vol.lesion_mask.any() else None
+        z, y = _levels(vol.brain_mask, lesion)
+        vmax = float(np.percentile(vol.image[vol.brain_mask], 99.5)) if vol.brain_mask.any() else 1.0
+        title = _title(subject, vol.meta)
+        _panel(row[0], vol.image[:, :, z].T, None if lesion is None else lesion[:, :, z].T, vmax,
+               f"{title}\naxial z={z}", lower=True)
+        _panel(row[1], vol.image[:, y, :].T, None if lesion is None else lesion[:, y, :].T, vmax,
+               f"coronal y={y}", lower=True)
+        if preprocessed:
+            pre = preprocess_volume(vol, PreprocessConfig())
+            pz, _ = _levels(pre.brain, pre.lesion if pre.lesion is not None and pre.lesion.any() else None)
+            _panel(row[2], pre.image[:, :, pz], None if pre.lesion is None else pre.lesion[:, :, pz],
+                   1.0, f"preprocessed {pre.image.shape[0]}x{pre.image.shape[1]}, z={pz}", lower=False)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, facecolor=fig.get_facecolor())
+    plt.close(fig)
+    return out
+
+
+def _levels(brain: np.ndarray, lesion: np.ndarray | None) -> tuple[int, int]:
+    """(axial z, coronal y) through the lesion's largest cross-sections, else the brain centre."""
+    ref = lesion if lesion is not None else brain
+    if not ref.any():
+        return brain.shape[2] // 2, brain.shape[1] // 2
+    z = int(np.argmax(ref.sum(axis=(0, 1))))
+    y = int(np.argmax(ref.sum(axis=(0, 2))))
+    if lesion is None:  # healthy: the middle of the brain, not its widest (inferior) slice
+        zs, ys = np.flatnonzero(ref.any(axis=(0, 1))), np.flatnonzero(ref.any(axis=(0, 2)))
+        z = int(zs[int(len(zs) * 0.6)])
+        y = int(ys[len(ys) // 2])
+    return z, y
+
+
+def _title(subject: str, meta: dict) -> str:
+    kind = meta.get("lesion_type")
+    if not kind:
+        return subject
+    size = meta.get("lesion_diameter_mm")
+    sub = meta.get("lesion_subtype")
+    return f"{subject}: {kind}" + (f" ({sub})" if sub else "") + \
+        (f", {size:.0f} mm" if isinstance(size, (int, float)) else "")
+
+
+def _panel(ax, image: np.ndarray, lesion: np.ndarray | None, vmax: float, title: str,
+           *, lower: bool) -> None:
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=vmax, origin="lower" if lower else "upper",
+              interpolation="nearest")
+    if lesion is not None and lesion.any():
+        ax.contour(lesion.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+    ax.set_title(title, color="white", fontsize=7)
+    ax.axis("off")

@@ -1,0 +1,128 @@
+"""The ``synth`` dataset: healthy and lesioned volumes derived from the MNI152 template.
+
+Generated on first use into the cache (``cache_dir`` or ``adbench.io.cache_dir("synth")``),
+one file per volume, and read from there afterwards. Split "train" holds healthy volumes
+(``lesion_mask`` None), split "test" volumes with one tumour-like or stroke-like lesion each.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from adbench import DataError, Dataset, Volume
+from adbench.config import ConfigError
+
+from .generate import (SynthParams, cache_root, ensure_volumes, parse_subject, read_volume,
+                       volume_path)
+
+__all__ = ["SynthDataset"]
+
+
+class SynthDataset(Dataset):
+    """Embedded synthetic dataset (architecture §8); runs anywhere, downloads nothing.
+
+    n_train, n_test   number of healthy / lesioned volumes.
+    lesion_mix        fraction of test volumes with a tumour (the others have a stroke).
+    seed              every volume is a pure function of (seed, split, index).
+    spacing           voxel size in mm: 1 = the template's 197x233x189 grid, 2 = 99x117x95.
+    lesion_min_mm, lesion_max_mm
+                      lesion size range (equivalent-sphere diameter >= min; inside a ball of
+                      diameter <= max).
+    cache_dir         folder for the generated files (None: ``$ADBENCH_CACHE/synth``).
+    progress          progress bar while generating; None: only when stderr is a terminal.
+    """
+
+    name = "synth"
+
+    def __init__(self, n_train: int = 40, n_test: int = 20, lesion_mix: float = 0.5, seed: int = 0,
+                 spacing: int = 1, lesion_min_mm: float = 5.0, lesion_max_mm: float = 45.0,
+                 cache_dir: str | None = None, progress: bool | None = None) -> None:
+        self.n_train = n_train
+        self.n_test = n_test
+        self.lesion_mix = lesion_mix
+        self.seed = seed
+        self.spacing = spacing
+        self.lesion_min_mm = lesion_min_mm
+        self.lesion_max_mm = lesion_max_mm
+        self.cache_dir = cache_dir
+        self.progress = progress
+        # validated now: a bad --set value should fail before any run folder is made
+        try:
+            self._params = SynthParams.from_config(
+                n_train=n_train, n_test=n_test, lesion_mix=lesion_mix, seed=seed, spacing=spacing,
+                lesion_min_mm=lesion_min_mm, lesion_max_mm=lesion_max_mm)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"dataset 'synth': {exc}") from None
+        self._root: Path | None = None
+
+    # -- the Dataset contract --------------------------------------------------------------
+    def subjects(self, split: str) -> list[str]:
+        try:
+            return self._params.subjects(split)
+        except ValueError as exc:
+            raise DataError(f"dataset 'synth': {exc}") from None
+
+    def load(self, subject: str) -> Volume:
+        path = self._file(subject)
+        if not path.exists():
+            self.prepare()
+        try:
+            data = read_volume(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise DataError(f"synth cache file {path} is unreadable ({type(exc).__name__}: {exc}); "
+                            f"delete it and it will be generated again") from None
+        split = parse_subject(subject)[0]
+        meta = dict(data["meta"])
+        meta["image_path"] = str(path)
+        return Volume(image=data["image"], brain_mask=data["brain"],
+                      lesion_mask=data["lesion"] if split == "test" else None,
+                      affine=data["affine"], subject_id=subject, meta=meta)
+
+    def source_files(self, subject: str) -> list[Path]:
+        path = self._file(subject)
+        if not path.exists():
+            self.prepare()
+        return [path]
+
+    def params(self) -> dict[str, Any]:
+        # where the files live and whether a bar is shown do not change the data
+        return {k: v for k, v in super().params().items() if k not in ("cache_dir", "progress")}
+
+    def fingerprint(self, split: str) -> str:
+        """Content-based: the volumes are a pure function of the content key and the subject
+        list, so a regenerated cache (new mtimes, same bytes) keeps trained models valid."""
+        h = hashlib.sha256(json.dumps({"name": self.name, "split": split,
+                                       "content": self._params.content(),
+                                       "subjects": self.subjects(split)}, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    # -- generation ------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """The cache folder of this configuration's content key."""
+        if self._root is None:
+            self._root = cache_root(self._params, self.cache_dir)
+        return self._root
+
+    def prepare(self, progress: bool | None = None) -> list[str]:
+        """Generate every missing volume of both splits; return the subjects generated now."""
+        show = self.progress if progress is None else progress
+        if show is None:
+            show = sys.stderr.isatty()
+        wanted = self.subjects("train") + self.subjects("test")
+        return ensure_volumes(self._params, self.root, wanted, progress=bool(show))
+
+    def _file(self, subject: str) -> Path:
+        try:
+            split, index = parse_subject(subject)
+        except ValueError as exc:
+            raise DataError(f"dataset 'synth': {exc}") from None
+        if subject not in self.subjects(split):
+            raise DataError(f"dataset 'synth': subject {subject!r} is not in split {split!r} of this "
+                            f"configuration (n_{split}={getattr(self, 'n_' + split)})")
+        return volume_path(self.root, subject)
+

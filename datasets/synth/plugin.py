@@ -1,0 +1,36 @@
+"""Registers the embedded ``synth`` dataset (entry point ``synth`` in pyproject.toml)."""
+from __future__ import annotations
+
+from adbench import DatasetSpec, hookimpl
+
+from .dataset import SynthDataset
+
+DEFAULT_CONFIG = {
+    "n_train": 40,          # healthy volumes
+    "n_test": 20,           # volumes with one lesion each
+    "lesion_mix": 0.5,      # fraction of tumours among the test volumes (rest: strokes)
+    "seed": 0,
+    "spacing": 1,           # mm per voxel: 1 = 197x233x189 template grid, 2 = 99x117x95
+    "lesion_min_mm": 5.0,   # equivalent-sphere diameter at least this
+    "lesion_max_mm": 45.0,  # every lesion inside a ball of this diameter
+    "cache_dir": None,      # None: $ADBENCH_CACHE/synth (default ~/.cache/adbench/synth)
+    "progress": None,       # progress bar while generating; None: when stderr is a terminal
+}
+
+PRESETS = {
+    "smoke": {"n_train": 4, "n_test": 3, "spacing": 2},       # seconds; for tests and CI
+    "default": {},
+    "cpu-quick": {"n_train": 60, "n_test": 20},                # enough to train a small StyleGAN2
+    "gpu-quick": {"n_train": 150, "n_test": 40},
+    "paper": {"n_train": 400, "n_test": 100},
+}
+
+
+@hookimpl
+def adbench_datasets():
+    return [DatasetSpec(
+        name="synth", factory=SynthDataset, default_config=dict(DEFAULT_CONFIG),
+        splits=("train", "test"),
+        description="embedded: MNI152-derived healthy volumes and tumour/stroke lesions "
+                    "with exact masks (no download)",
+        presets={k: dict(v) for k, v in PRESETS.items()})]
