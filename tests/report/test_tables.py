@@ -1,0 +1,123 @@
+"""Leaderboards from constructed run folders: values, stars, bold, NaN notes, no silent mixing."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy.stats import ttest_rel
+
+from adbench.report import build_leaderboard, find_runs, render_csv, render_latex, render_markdown
+from adbench.report.rundir import RunDirError
+
+from .conftest import VGG_A, VGG_A_CACHE, VGG_RANDOM  # noqa: E402  (same folder)
+
+
+def build(make_run, table_values, datasets=("synthA",)):
+    for ds in datasets:
+        for meth, vals in table_values.items():
+            make_run(meth, ds, vals, weights=None if meth == "zscore" else VGG_A)
+
+
+def test_cells_match_numpy_and_stars(tmp_path, make_run, table_values):
+    build(make_run, table_values, ("synthA", "synthB"))
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    assert len(lb.tables) == 1 and not lb.warnings
+    t = lb.tables[0]
+    assert t.rows == ["alpha", "beta", "zscore"] and t.datasets == ["synthA", "synthB"]
+    for meth, vals in table_values.items():
+        for m, v in vals.items():
+            c = t.cells[(meth, "synthA", m)]
+            assert c.mean == pytest.approx(np.mean(v)) and c.std == pytest.approx(np.std(v, ddof=1))
+            assert c.n == 12 and c.n_nan == 0
+    a = t.cells[("alpha", "synthA", "auroc")]
+    assert a.star and a.best and a.best_other == "beta"
+    assert a.p == pytest.approx(ttest_rel(table_values["alpha"]["auroc"],
+                                          table_values["beta"]["auroc"]).pvalue)
+    assert not t.cells[("beta", "synthA", "auroc")].star
+
+
+def test_markdown_latex_csv(tmp_path, make_run, table_values):
+    build(make_run, table_values)
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    md = render_markdown(lb)
+    mean = 100 * np.mean(table_values["alpha"]["auroc"])
+    sd = 100 * np.std(table_values["alpha"]["auroc"], ddof=1)
+    assert f"| alpha | **{mean:.2f} ± {sd:.2f}\\***" in md
+    assert "| Method | synthA AUROC | synthA ⌈Dice⌉ |" in md
+    zs = 100 * np.mean(table_values["zscore"]["dice_max"])
+    assert f"{zs:.2f} ±" in md and f"**{zs:.2f}" not in md
+
+    tex = render_latex(lb)
+    assert r"\multicolumn{2}{c}{synthA}" in tex and r"\toprule" in tex
+    assert rf"$\mathbf{{{mean:.2f} \pm {sd:.2f}}}^{{*}}$" in tex
+
+    rows = list(csv.DictReader(io.StringIO(render_csv(lb))))
+    assert len(rows) == 3 * 2
+    r = next(x for x in rows if x["method"] == "alpha" and x["metric"] == "dice_max")
+    assert float(r["mean"]) == pytest.approx(np.mean(table_values["alpha"]["dice_max"]))
+    assert (r["star"], r["best"], r["best_other"]) == ("1", "1", "beta")
+    assert r["slice_rule"] == "lesion"
+
+
+def test_different_weights_never_share_a_table(tmp_path, make_run, table_values):
+    build(make_run, table_values)
+    make_run("gamma", "synthA", table_values["alpha"], weights=VGG_RANDOM)
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    assert len(lb.tables) == 2
+    assert any("different pretrained weights" in w for w in lb.warnings)
+    rows = sorted(tuple(t.rows) for t in lb.tables)
+    assert rows == [("alpha", "beta", "zscore"), ("gamma", "zscore")]  # no-weights run in both
+    md = render_markdown(lb)
+    assert md.startswith("> **WARNING: runs used different pretrained weights")
+    assert "source:random" in md
+
+
+def test_same_weights_from_different_sources_share_a_table(tmp_path, make_run, table_values):
+    build(make_run, table_values)
+    make_run("gamma", "synthA", table_values["alpha"], weights=VGG_A_CACHE)
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    assert len(lb.tables) == 1 and not lb.warnings  # same sha256: the same weights
+
+
+def test_different_definitions_are_separated(tmp_path, make_run, table_values):
+    build(make_run, table_values)
+    make_run("delta", "synthA", table_values["beta"], slice_rule="brain")
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    assert len(lb.tables) == 2
+    assert any("different metric definitions" in w for w in lb.warnings)
+    assert {t.definitions["slice_rule"] for t in lb.tables} == {"lesion", "brain"}
+
+
+def test_seeds_become_rows_nan_is_noted_reruns_warned(tmp_path, make_run, table_values):
+    vals = {k: np.array(v, dtype=float) for k, v in table_values["beta"].items()}
+    make_run("beta", "synthA", vals, seed=0)
+    vals1 = {k: v.copy() for k, v in vals.items()}
+    vals1["auroc"][[2, 5]] = math.nan
+    make_run("beta", "synthA", vals1, seed=1)
+    old = make_run("beta", "synthA", vals, seed=1, run_id="r1")  # a re-run of seed 1 ...
+    os.utime(old, (1e9, 1e9))  # ... made long ago: the NaN-holding run is the newer one
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    t = lb.tables[0]
+    assert t.rows == ["beta (seed 0)", "beta (seed 1)"]
+    assert [w for w in lb.warnings if "only the newer run is shown" in w][0].startswith(str(old))
+    c = t.cells[("beta (seed 1)", "synthA", "auroc")]
+    assert (c.n, c.n_nan) == (10, 2)
+    assert c.mean == pytest.approx(np.nanmean(vals1["auroc"]))
+    md = render_markdown(lb)
+    assert "†" in md and "beta (seed 1)/synthA/auroc: 2" in md
+
+
+def test_missing_files_are_named(tmp_path, make_run, table_values):
+    d = make_run("beta", "synthA", table_values["beta"])
+    (d / "per_volume.csv").unlink()
+    with pytest.raises(RunDirError, match="per_volume.csv"):
+        find_runs([d])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="no run folder"):
+        find_runs([tmp_path / "empty"])
+    with pytest.raises(RunDirError, match="no such run folder"):
+        find_runs([tmp_path / "absent"])
