@@ -44,13 +44,30 @@ MNI_SOURCE = ("nilearn MNI152 2009a brain mask (nilearn.datasets.load_mni152_bra
               "resolution=1), template > 0.2)")
 
 
+def mni152_template_path() -> Path:
+    """The MNI152 2009a (symmetric) T1 template file that nilearn ships (1 mm, 197x233x189)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("dataset 'atlas': nilearn is not installed; it provides the default MNI152 "
+                        "brain mask (pip install nilearn), or set brain_mask to a file pattern")
+    return (Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+            / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+
+
 @functools.lru_cache(maxsize=1)
 def mni152_brain_mask() -> tuple[np.ndarray, np.ndarray]:
-    """(197, 233, 189) bool brain mask of nilearn's MNI152 2009a template and its affine."""
-    from nilearn.datasets import load_mni152_brain_mask
+    """(197, 233, 189) bool brain mask of nilearn's MNI152 2009a template and its affine.
 
-    img = load_mni152_brain_mask(resolution=1)
-    return np.asarray(img.dataobj) > 0, np.asarray(img.affine, dtype=np.float64)
+    Exactly ``nilearn.datasets.load_mni152_brain_mask(resolution=1)`` (template rescaled to
+    [0, 1], > 0.2), read straight from the packaged file: importing nilearn.datasets costs
+    seconds (it pulls in pandas and scikit-learn) and this is all it would do.
+    """
+    path = mni152_template_path()
+    data, affine = load_nifti(path, what="MNI152 template")
+    data = data.astype(np.float32)
+    return data / data.max() > 0.2, affine
 
 
 def resample_mask(mask: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],

@@ -26,10 +26,11 @@ MNI_CENTRE = np.array([0.0, -18.0, 18.0])   # roughly the middle of the brain, m
 
 @functools.lru_cache(maxsize=1)
 def _mni() -> tuple[np.ndarray, np.ndarray]:
-    from nilearn.datasets import load_mni152_template
+    from adbench.datasets.atlas.reader import mni152_template_path
 
-    t = load_mni152_template(resolution=1)
-    return np.asarray(t.get_fdata(), dtype=np.float32), np.asarray(t.affine, dtype=np.float64)
+    t = nib.load(str(mni152_template_path()))   # = nilearn's load_mni152_template(), unscaled
+    data = np.asarray(t.dataobj, dtype=np.float32)
+    return data / data.max(), np.asarray(t.affine, dtype=np.float64)
 
 
 def sample_mni(shape, affine, *, centre_world=None) -> np.ndarray:
