@@ -1,0 +1,16 @@
+"""Shared test fixtures. Every test runs offline with private, temporary caches."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _offline_private_caches(monkeypatch, tmp_path_factory):
+    """No test may download (ADBENCH_OFFLINE=1) or write to the user's caches.
+
+    TORCH_HOME (torchvision's weights cache, ``torch.hub.get_dir()``) and ADBENCH_CACHE point
+    at fresh temporary folders, outside the test's own ``tmp_path`` so its listing stays clean.
+    """
+    monkeypatch.setenv("ADBENCH_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("ADBENCH_CACHE", str(tmp_path_factory.mktemp("adbench_cache")))
