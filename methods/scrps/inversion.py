@@ -1,0 +1,137 @@
+"""Optimisation-based W+ inversion of a frozen StyleGAN2 generator (paper §2.1, Eqs. 1-2).
+
+    s(X) = argmin_s  L_percept(X, G(s, b)) + λ_mse / N · ||X - G(s, b)||²₂        (Eq. 1)
+
+with the noise b fixed to zero (``noise_mode="none"``), s ∈ W+ of shape (L, 512) started at
+the generator's mean w, Adam with learning rate 0.01 for 2,000 steps and λ_mse = 10 (§3.1).
+The repository codes and the test codes go through this one function, so they come from the
+identical procedure.
+
+Batching: one parameter tensor (B, L, D) holds the codes of a whole batch, and the per-sample
+losses are *summed*. The gradient of the sum with respect to sample i's code is the gradient
+of sample i's own loss (the generator and VGG16 treat samples independently: no batch
+statistics), and Adam's update is element-wise, so every sample follows exactly the
+trajectory it would follow alone; only the floating-point reduction order differs.
+(A mean would scale every gradient by 1/B, which Adam mostly normalises away but not through
+its epsilon.)
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+__all__ = ["invert", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _sample_losses(G, loss_fn, ws: torch.Tensor, target: torch.Tensor, feats: list,
+                   mse_weight: float) -> torch.Tensor:
+    """Per-sample Eq. 1 loss (B,) for codes ``ws`` (B, L, D) against ``target`` (B, 1, H, W)."""
+    img = G.synthesis(ws, noise_mode="none")
+    perceptual = loss_fn.from_features(img, feats).float()
+    mse = (img.float() - target).pow(2).flatten(1).mean(dim=1)     # (1/N)||X - X̄||²
+    return perceptual + mse_weight * mse
+
+
+def invert(G, images: torch.Tensor, loss_fn, *, steps: int = 2000, lr: float = 0.01,
+           mse_weight: float = 10.0, batch_size: int | None = None, init_std: float = 0.0,
+           generator: torch.Generator | None = None, precision: str = "fp32",
+           compile: bool = False, progress: bool = False, return_losses: bool = False):
+    """Invert ``images`` into W+ codes of the frozen generator ``G``.
+
+    Args:
+        G: a StyleGAN2 ``Generator`` (``G.synthesis(ws, noise_mode)``, ``G.mapping.w_avg``,
+            ``G.num_ws``, ``G.w_dim``). Frozen in place: eval mode, requires_grad False.
+        images: (N, 1, H, W) targets in [-1, 1] (moved to G's device).
+        loss_fn: a ``PerceptualLoss`` (``features(y) -> list``,
+            ``from_features(x, feats) -> (B,)``), the Eq. 2 term; frozen in place.
+        steps, lr, mse_weight: Adam steps, learning rate and λ_mse of Eq. 1.
+        batch_size: images optimised together (None: all N at once).
+        init_std: standard deviation of Gaussian noise added to the mean-w start (0: the
+            paper's deterministic start at w_avg); drawn from ``generator``.
+        precision: "fp32" or "bf16" (autocast of generator and VGG16 forward passes).
+        compile: ``torch.compile`` the loss (forward and backward); the Adam step stays eager.
+        progress: tqdm bar per batch with image-steps per second.
+        return_losses: also return the per-sample losses before every step, (steps, N).
+    Returns:
+        codes (N, L, D) float32 on G's device (and the losses when ``return_losses``).
+    """
+    if images.ndim != 4 or images.shape[1] != G.img_channels:
+        raise ValueError(f"invert: images must be (N, {G.img_channels}, H, W), got {tuple(images.shape)}")
+    if tuple(images.shape[2:]) != tuple(G.img_resolution):
+        raise ValueError(f"invert: images are {tuple(images.shape[2:])} but the generator makes "
+                         f"{tuple(G.img_resolution)} images")
+    if precision not in PRECISIONS:
+        raise ValueError(f"invert: precision={precision!r}, expected one of {PRECISIONS}")
+    if steps < 0:
+        raise ValueError(f"invert: steps={steps} must be >= 0")
+    G.eval().requires_grad_(False)
+    loss_fn.eval().requires_grad_(False)
+    device = G.mapping.w_avg.device
+    n = images.shape[0]
+    bs = n if batch_size is None else int(batch_size)
+    if bs < 1:
+        raise ValueError(f"invert: batch_size={batch_size} must be >= 1")
+    loss_of = torch.compile(_sample_losses) if compile else _sample_losses
+
+    codes, losses = [], []
+    for start in range(0, n, bs):
+        target = images[start:start + bs].to(device, torch.float32)
+        c, lh = _invert_batch(G, target, loss_fn, loss_of, steps=steps, lr=lr,
+                              mse_weight=mse_weight, init_std=init_std, generator=generator,
+                              precision=precision, progress=progress,
+                              desc=f"inversion {start + len(target)}/{n}")
+        codes.append(c)
+        losses.append(lh)
+    out = torch.cat(codes) if codes else torch.empty(0, G.num_ws, G.w_dim, device=device)
+    if return_losses:
+        return out, torch.cat(losses, dim=1) if losses else torch.empty(steps, 0)
+    return out
+
+
+def _invert_batch(G, target, loss_fn, loss_of, *, steps, lr, mse_weight, init_std, generator,
+                  precision, progress, desc):
+    device = target.device
+    b = target.shape[0]
+    with torch.no_grad(), _autocast(device, precision):
+        feats = loss_fn.features(target)          # target features once, not per step
+    start = G.mapping.w_avg.detach().float()[None, None].expand(b, G.num_ws, G.w_dim).clone()
+    if init_std > 0:
+        noise = torch.randn(start.shape, generator=generator, device="cpu" if generator is None
+                            else generator.device)
+        start = start + init_std * noise.to(device)
+    ws = torch.nn.Parameter(start)
+    opt = torch.optim.Adam([ws], lr=lr, betas=(0.9, 0.999))
+    history: list[torch.Tensor] = []   # kept on the device: no host sync per step
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc=desc, unit="step", leave=False)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        with _autocast(device, precision):
+            per_sample = loss_of(G, loss_fn, ws, target, feats, mse_weight)
+        opt.zero_grad(set_to_none=True)
+        # Sum, not mean: each sample's gradient is that of its own loss (module docstring).
+        per_sample.sum().backward()
+        opt.step()
+        history.append(per_sample.detach().float())
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0 or step == steps - 1:
+                rate = b * (step + 1) / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{history[-1].mean().item():.4f}", img_steps_per_s=f"{rate:.1f}")
+    if bar is not None:
+        bar.close()
+    hist = torch.stack(history).cpu() if history else torch.empty(0, b)
+    return ws.detach().float(), hist
