@@ -1,0 +1,208 @@
+"""PatchCore: coreset, kNN, smoothing and the detector against independent truth."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+
+from adbench import Context, SliceSet
+from adbench.methods.patchcore.coreset import (coreset_size, greedy_coreset, project,
+                                               random_projection)
+from adbench.methods.patchcore.detector import PatchCore
+from adbench.methods.patchcore.knn import nearest_distances
+from adbench.methods.patchcore.maps import gaussian_blur, grid_to_map
+from adbench.methods.patchcore.memory_bank import build_memory_bank
+from adbench.methods.patchcore.patch_features import keep_mask, locally_aware
+
+H, W = 64, 64
+
+
+def healthy_slices(n: int, seed: int) -> SliceSet:
+    """Textured ellipses on a -1 background: a stand-in for healthy brain slices."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    imgs, brains = [], []
+    for _ in range(n):
+        a, b = 0.8 + 0.05 * torch.rand(2, generator=g)
+        r = (yy / a) ** 2 + (xx / b) ** 2
+        ph = torch.rand(2, generator=g) * 6.28
+        tex = 0.15 * torch.sin(9 * yy + ph[0]) * torch.cos(8 * xx + ph[1])
+        brain = r < 1
+        imgs.append(torch.where(brain, 0.2 - 0.3 * r + tex, torch.tensor(-1.0)))
+        brains.append(brain)
+    brain = torch.stack(brains)
+    return SliceSet(images=torch.stack(imgs)[:, None], brain=brain,
+                    lesion=torch.zeros_like(brain), subjects=[f"s{i}" for i in range(n)],
+                    z=np.arange(n))
+
+
+def with_blob(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    blob = ((yy - 26) ** 2 + (xx - 38) ** 2) < 5 ** 2
+    x = x.clone()
+    x[0, 0][blob] = 1.0
+    return x, blob
+
+
+# -- coreset ------------------------------------------------------------------------------
+def test_greedy_coreset_picks_known_farthest_points():
+    g = torch.Generator().manual_seed(0)
+    cluster = 0.01 * torch.randn(50, 6, generator=g)
+    far = torch.zeros(4, 6)
+    for i, r in enumerate((4.0, 10.0, 6.0, 8.0)):   # orthogonal directions, known radii
+        far[i, i] = r
+    x = torch.cat([cluster, far])
+    sel = greedy_coreset(x, 5, start=0).tolist()
+    # farthest first: radius 10, then 8, 6, 4 (orthogonal, so the set never covers the next)
+    assert sel == [0, 51, 53, 52, 50]
+
+
+def test_greedy_coreset_equals_naive_greedy_and_never_repeats():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, 16, generator=g, dtype=torch.float64)
+    k = 40
+    naive = [7]
+    d = ((x - x[7]) ** 2).sum(1)
+    for _ in range(k - 1):
+        i = int(torch.argmax(d))
+        naive.append(i)
+        d = torch.minimum(d, ((x - x[i]) ** 2).sum(1))
+    assert greedy_coreset(x, k, start=7).tolist() == naive
+    dup = torch.zeros(10, 3)
+    dup[0, 0] = 1.0
+    sel = greedy_coreset(dup, 6, start=0)
+    assert len(set(sel.tolist())) == 6 and sel[1] != 0
+    assert greedy_coreset(x, 500).tolist() == list(range(300))
+    assert coreset_size(1000, 0.1) == 100 and coreset_size(5, 0.1) == 1
+
+
+def test_random_projection_preserves_distances_roughly():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 1280, generator=g)
+    p = project(x, random_projection(1280, 128, torch.Generator().manual_seed(3)), chunk_size=64)
+    d0 = torch.pdist(x)
+    d1 = torch.pdist(p)
+    ratio = d1 / d0
+    assert abs(float(ratio.mean()) - 1.0) < 0.05 and float(ratio.std()) < 0.1
+
+
+# -- kNN, maps, features ------------------------------------------------------------------
+def test_nearest_distances_agree_with_cdist():
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(333, 40, generator=g) * 3
+    bank = torch.randn(1001, 40, generator=g) * 3
+    bank[17] = q[5]                                  # an exact match has distance 0
+    ref = torch.cdist(q.double(), bank.double(),
+                      compute_mode="donot_use_mm_for_euclid_dist").min(1).values.float()
+    got = nearest_distances(q, bank, max_elements=20000)   # forces many tiles
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert float(got[5]) == 0.0
+    with pytest.raises(ValueError, match="same"):
+        nearest_distances(q, bank[:, :3])
+
+
+def test_faiss_backend_matches_torch_when_installed():
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(5)
+    q, bank = torch.randn(50, 8, generator=g), torch.randn(200, 8, generator=g)
+    torch.testing.assert_close(nearest_distances(q, bank, backend="faiss"),
+                               nearest_distances(q, bank), rtol=1e-4, atol=1e-4)
+
+
+def test_gaussian_blur_matches_scipy_mirror():
+    g = torch.Generator().manual_seed(6)
+    m = torch.rand(2, 40, 36, generator=g, dtype=torch.float64)
+    got = gaussian_blur(m, 4.0).numpy()
+    ref = np.stack([scipy.ndimage.gaussian_filter(a, 4.0, mode="mirror", truncate=4.0)
+                    for a in m.numpy()])
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+    up = grid_to_map(torch.ones(1, 10, 8), (40, 32), sigma=4.0)
+    torch.testing.assert_close(up, torch.ones(1, 40, 32))
+
+
+def test_locally_aware_features_average_neighbourhoods_and_align():
+    g = torch.Generator().manual_seed(7)
+    f1 = torch.randn(2, 3, 8, 6, generator=g)
+    f2 = torch.randn(2, 5, 4, 3, generator=g)
+    out = locally_aware([f1, f2], neighbourhood=3)
+    assert out.shape == (2, 8, 8, 6)
+    torch.testing.assert_close(out[:, :3, 4, 2], f1[:, :, 3:6, 1:4].mean((-1, -2)))
+    torch.testing.assert_close(out[:, :3, 0, 0], f1[:, :, :2, :2].mean((-1, -2)))  # pad excluded
+    assert locally_aware([f1, f2], embed_dim=4).shape == (2, 4, 8, 6)
+
+
+def test_keep_mask_dilates_brain_cells():
+    brain = torch.zeros(1, 32, 32, dtype=torch.bool)
+    brain[0, 12:16, 12:16] = True                    # exactly grid cell (3, 3) at stride 4
+    k0 = keep_mask(brain, (8, 8), 0)
+    assert k0.sum() == 1 and k0[0, 3, 3]
+    assert keep_mask(brain, (8, 8), 1).sum() == 9
+    assert keep_mask(brain, (8, 8), None).all()
+
+
+def test_memory_bank_rows_are_chosen_features_and_both_passes_agree():
+    g = torch.Generator().manual_seed(8)
+    feats = torch.randn(10, 12, 4, 5, generator=g)
+    keep = torch.rand(10, 4, 5, generator=g) > 0.3
+
+    def embed(idx):
+        return feats[idx]
+
+    kw = dict(ratio=0.25, projection_dim=6, max_pool=None, max_bank=None, batch_size=3)
+    b1, i1 = build_memory_bank(embed, keep, generator=torch.Generator().manual_seed(0), **kw)
+    b2, i2 = build_memory_bank(embed, keep, generator=torch.Generator().manual_seed(0),
+                               max_cache_bytes=0, **kw)
+    assert not i1["pass2"] and i2["pass2"]
+    torch.testing.assert_close(b1, b2, rtol=0, atol=0)
+    n = int(keep.sum())
+    assert b1.shape == (coreset_size(n, 0.25), 12)
+    candidates = feats.permute(0, 2, 3, 1)[keep]
+    # every bank row is one of the kept training patches
+    exact = torch.cdist(b1, candidates, compute_mode="donot_use_mm_for_euclid_dist")
+    assert exact.min(1).values.max() == 0
+    b3, i3 = build_memory_bank(embed, keep, generator=torch.Generator().manual_seed(0),
+                               ratio=0.5, projection_dim=None, max_pool=40, max_bank=10,
+                               batch_size=3)
+    assert i3["pool_reduced"] and i3["n_pool"] <= 40 + 4 and b3.shape == (10, 12)
+
+
+# -- the detector -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted():
+    train = healthy_slices(6, seed=0)
+    det = PatchCore(weights="random", batch_size=4, coreset_ratio=0.25, max_bank_size=None)
+    det.fit(train, Context(seed=3))
+    return det
+
+
+def test_patchcore_finds_a_bright_blob(fitted):
+    x, blob = with_blob(healthy_slices(2, seed=1).images)
+    pred = fitted.predict(x)
+    assert pred.maps.shape == (2, H, W)
+    am = int(pred.maps[0].argmax())
+    assert blob.view(-1)[am], "map maximum is outside the blob"
+    assert pred.extras["score"][0] > pred.extras["score"][1]
+    assert fitted.weights_info_["source"] == "random"
+    assert fitted.memory_bank_.shape[1] == 256 + 512 + 512
+
+
+def test_patchcore_state_round_trip_gives_identical_maps(fitted, tmp_path):
+    from adbench.io import load_tensors, save_tensors
+
+    x = healthy_slices(2, seed=2).images
+    save_tensors(tmp_path / "state.pt", fitted.state_dict())
+    det2 = PatchCore(**fitted.get_params()).load_state_dict(load_tensors(tmp_path / "state.pt"))
+    torch.testing.assert_close(det2.predict(x).maps, fitted.predict(x).maps, rtol=0, atol=0)
+    bad = fitted.state_dict()
+    bad["extractor.seed"] = torch.tensor(99)      # other random weights → refuse, not wrong maps
+    with pytest.raises(ValueError, match="not the ones this state was fitted with"):
+        PatchCore(**fitted.get_params()).load_state_dict(bad)
+
+
+def test_patchcore_plugin_is_registered_with_its_presets():
+    from adbench.plugins import get_registry
+
+    spec = get_registry().method("patchcore")
+    assert spec.kind == "feature" and {"smoke", "default", "paper"} <= set(spec.presets)
+    assert set(spec.default_config) == set(PatchCore._param_names())
