@@ -111,7 +111,7 @@ def build_repository(images: torch.Tensor, subjects: list[str], z: np.ndarray,
                      invert_fn: Callable[[torch.Tensor], torch.Tensor], folder: Path | None, *,
                      fraction: float = 0.05, generator: torch.Generator | None = None,
                      chunk_size: int = 64, on_chunk: Callable[[int, int], None] | None = None,
-                     log: logging.Logger | None = None) -> Repository:
+                     meta: dict | None = None, log: logging.Logger | None = None) -> Repository:
     """Invert a random ``fraction`` of the training slices and store the codes, resumably.
 
     Args:
@@ -123,6 +123,9 @@ def build_repository(images: torch.Tensor, subjects: list[str], z: np.ndarray,
         chunk_size: slices per chunk file.
         on_chunk: called as on_chunk(c, n_chunks) after chunk c is stored (progress; tests
             use it to interrupt a build).
+        meta: JSON-able description of what ``invert_fn`` does (generator digest, inversion
+            settings); stored in selection.json and required to match on resume, so chunks
+            made by another generator are never mixed in.
     Returns the :class:`Repository` in selection order.
     """
     log = log or logging.getLogger("adbench")
@@ -137,6 +140,7 @@ def build_repository(images: torch.Tensor, subjects: list[str], z: np.ndarray,
         "n_train": int(n), "fraction": float(fraction), "chunk_size": int(chunk_size),
         "index": sel.tolist(), "subjects": [subjects[i] for i in sel],
         "z": [int(z[i]) for i in sel], "images_sha256": _digest(images[torch.as_tensor(sel)]),
+        "meta": json.loads(json.dumps(meta or {})),
     }
     if folder is not None:
         folder = Path(folder)

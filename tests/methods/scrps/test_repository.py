@@ -90,6 +90,9 @@ def test_mismatched_folder_is_refused(tmp_path):
     with pytest.raises(RepositoryError, match="fraction"):
         build_repository(images, subjects, z, _Inverter(), tmp_path, fraction=0.4,
                          generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RepositoryError, match="meta"):
+        build_repository(images, subjects, z, _Inverter(), tmp_path, fraction=0.5,
+                         generator=torch.Generator().manual_seed(0), meta={"generator": "other"})
     sel = json.loads((tmp_path / "selection.json").read_text())
     assert sel["fraction"] == 0.5 and len(sel["index"]) == 25
 

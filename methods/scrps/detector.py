@@ -1,0 +1,235 @@
+"""SCRPS detector: StyleGAN2 + latent repository + coarse-to-fine retrieval + partial swap.
+
+Paper §2 (Fig. 1): ``fit`` trains StyleGAN2 on the healthy slices (a), inverts a random
+fraction of them into the repository M (b); ``reconstruct`` inverts a test slice with the
+same procedure, retrieves and fuses its K2 nearest healthy codes, swaps layers [L2, L) of
+its code with the fused code and generates the pseudo-healthy image G(s̃, b = 0) (c). The
+runner scores (slice, reconstruction) with the shared perceptual score A_per (§2.2).
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import torch
+
+from adbench.data import SliceSet
+from adbench.detector import Context, Prediction, ReconstructionDetector
+
+from .inversion import PRECISIONS, invert
+from .repository import Repository, _json_tensor, _tensor_json, build_repository
+from .retrieval import build_index, retrieve, swap
+from .stylegan2 import generator_from_config, tensor_hash
+from .stylegan_train import STYLEGAN_PRESETS, train_stylegan
+
+__all__ = ["SCRPS"]
+
+
+class SCRPS(ReconstructionDetector):
+    """StyleGAN-based latent Code Retrieval and Partial Swap (Wei et al., MICCAI 2025).
+
+    Every default is the paper's §3.1 setting:
+
+    stylegan               StyleGAN2 preset of ``STYLEGAN_PRESETS`` ("paper": 12,000 iterations,
+                           lr 0.002, ±15° rotations, zero noise)
+    stylegan_config        overrides of that preset (dict; None: none)
+    inversion_steps        Adam steps per slice (2,000);  inversion_lr (0.01)
+    mse_weight             λ_mse of Eq. 1 (10)
+    perceptual_mode        "lpips" (normalised VGG16 features with the lpips heads, ref. [31])
+                           or "eq2" (Eq. 2 literally: raw features, ||·||² / N_j)
+    perceptual_blocks      VGG16 blocks of the inversion loss (Eq. 2: all five)
+    inversion_batch_size   slices optimised together (batch-independent, see inversion.py)
+    repository_fraction    fraction of training slices inverted into M (0.05; 1.0 = all)
+    repository_chunk       slices per resumable repository chunk file
+    k1, k2, l1             retrieval: top K1 on layers [0, L1), top K2 of those on [L1, L) (100, 20, 6)
+    l2                     swap start: layers [L2, L) come from the fused code (9; 0 = all fused)
+    two_stage              coarse-to-fine retrieval (True) or one-stage top K2 on the whole code
+    weights                VGG16 weights of the perceptual loss ("imagenet" | "random" | path)
+    precision              "fp32" or "bf16" (autocast) for inversion
+    compile                torch.compile the inversion loss
+    retrieved_perceptual   also record the Fig. 3(a) quantity (see ``_predict``)
+    retrieval_chunk        repository codes per similarity block (memory bound for 10^6 codes)
+    """
+
+    def __init__(self, stylegan: str = "paper", stylegan_config: dict | None = None,
+                 inversion_steps: int = 2000, inversion_lr: float = 0.01, mse_weight: float = 10.0,
+                 perceptual_mode: str = "lpips", perceptual_blocks: tuple | list = (1, 2, 3, 4, 5),
+                 inversion_batch_size: int = 32, repository_fraction: float = 0.05,
+                 repository_chunk: int = 64, k1: int = 100, k2: int = 20, l1: int = 6, l2: int = 9,
+                 two_stage: bool = True, weights: str = "imagenet", precision: str = "fp32",
+                 compile: bool = False, retrieved_perceptual: bool = True,
+                 retrieval_chunk: int = 65536):
+        self.stylegan = stylegan
+        self.stylegan_config = stylegan_config
+        self.inversion_steps = inversion_steps
+        self.inversion_lr = inversion_lr
+        self.mse_weight = mse_weight
+        self.perceptual_mode = perceptual_mode
+        self.perceptual_blocks = perceptual_blocks
+        self.inversion_batch_size = inversion_batch_size
+        self.repository_fraction = repository_fraction
+        self.repository_chunk = repository_chunk
+        self.k1 = k1
+        self.k2 = k2
+        self.l1 = l1
+        self.l2 = l2
+        self.two_stage = two_stage
+        self.weights = weights
+        self.precision = precision
+        self.compile = compile
+        self.retrieved_perceptual = retrieved_perceptual
+        self.retrieval_chunk = retrieval_chunk
+
+    # -- configuration ---------------------------------------------------------------------
+    def stylegan_settings(self) -> dict:
+        """The StyleGAN2 training config: the named preset overlaid with ``stylegan_config``."""
+        if self.stylegan not in STYLEGAN_PRESETS:
+            raise ValueError(f"SCRPS stylegan={self.stylegan!r}: expected one of "
+                             f"{sorted(STYLEGAN_PRESETS)} (set extra keys with stylegan_config)")
+        cfg = copy.deepcopy(STYLEGAN_PRESETS[self.stylegan])
+        cfg.update(copy.deepcopy(self.stylegan_config or {}))
+        return cfg
+
+    def _validate(self) -> None:
+        if self.perceptual_mode not in ("lpips", "eq2"):
+            raise ValueError(f"SCRPS perceptual_mode={self.perceptual_mode!r}: expected 'lpips' or 'eq2'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"SCRPS precision={self.precision!r}: expected one of {PRECISIONS}")
+        for name in ("inversion_steps", "inversion_batch_size", "repository_chunk", "k1", "k2"):
+            if int(getattr(self, name)) < (0 if name == "inversion_steps" else 1):
+                raise ValueError(f"SCRPS {name}={getattr(self, name)!r} must be a positive integer")
+        if self.two_stage and self.k2 > self.k1:
+            raise ValueError(f"SCRPS k2={self.k2} must not exceed k1={self.k1} (the paper uses K1 = 5 K2)")
+
+    def _inversion_meta(self) -> dict:
+        """What determines a code besides the image (checked when a repository build resumes)."""
+        return {"generator_sha256": tensor_hash(self.generator_),
+                "steps": int(self.inversion_steps), "lr": float(self.inversion_lr),
+                "mse_weight": float(self.mse_weight), "perceptual_mode": self.perceptual_mode,
+                "perceptual_blocks": [int(b) for b in self.perceptual_blocks],
+                "weights": str(self.weights), "precision": self.precision}
+
+    # -- helpers built lazily (not learned state) ------------------------------------------
+    def _module(self, name: str, device: torch.device):
+        cache = self.__dict__.setdefault("_modules_cache", {})
+        key = (name, str(device))
+        if key not in cache:
+            from adbench.perceptual import PerceptualLoss, PerceptualScore
+            if name == "loss":
+                m = PerceptualLoss(weights=self.weights, mode=self.perceptual_mode,
+                                   blocks=tuple(int(b) for b in self.perceptual_blocks))
+            else:  # the runner's A_per on blocks 3-5, for the Fig. 3(a) quantity
+                m = PerceptualScore(weights=self.weights)
+            cache[key] = m.to(device)
+        return cache[key]
+
+    def _index(self, device: torch.device):
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if str(device) not in cache:
+            cache.clear()  # one device at a time: the repository can be large
+            codes = self.repository_.codes.to(device)
+            l1 = self.l1 if 0 < self.l1 < codes.shape[1] else 1
+            cache[str(device)] = build_index(codes, l1, chunk=self.retrieval_chunk)
+        return cache[str(device)]
+
+    def _invert(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        dev = torch.device(ctx.device)
+        return invert(self.generator_, x, self._module("loss", dev), steps=int(self.inversion_steps),
+                      lr=float(self.inversion_lr), mse_weight=float(self.mse_weight),
+                      batch_size=int(self.inversion_batch_size), precision=self.precision,
+                      compile=bool(self.compile), progress=ctx.progress)
+
+    # -- fit -------------------------------------------------------------------------------
+    def _fit(self, train: SliceSet, ctx: Context) -> None:
+        self._validate()
+        self.__dict__.pop("_index_cache", None)
+        self.__dict__.pop("_modules_cache", None)
+        dev = torch.device(ctx.device)
+        cfg = self.stylegan_settings()
+        if ctx.workdir is None:  # nothing may be written: train in a folder that is removed
+            with tempfile.TemporaryDirectory(prefix="scrps-stylegan-") as tmp:
+                G = train_stylegan(train.images, cfg, Path(tmp), device=ctx.device, seed=ctx.seed,
+                                   progress=ctx.progress, log=ctx.log)
+        else:
+            G = train_stylegan(train.images, cfg, Path(ctx.workdir) / "stylegan", device=ctx.device,
+                               seed=ctx.seed, progress=ctx.progress, log=ctx.log)
+        self.generator_ = G.to(dev).eval().requires_grad_(False)
+        self.weights_info_ = self._module("loss", dev).weights_info
+        ctx.log.info("SCRPS: inverting %.1f%% of %d training slices into the latent repository",
+                     100 * self.repository_fraction, len(train))
+        folder = None if ctx.workdir is None else Path(ctx.workdir) / "repository"
+        self.repository_ = build_repository(
+            train.images, train.subjects, train.z, lambda imgs: self._invert(imgs, ctx), folder,
+            fraction=float(self.repository_fraction), generator=ctx.generator(offset=1),
+            chunk_size=int(self.repository_chunk), meta=self._inversion_meta(), log=ctx.log)
+        if len(self.repository_) < self.k1:
+            ctx.log.warning("SCRPS: the repository has %d codes, fewer than k1=%d; retrieval keeps "
+                            "min(k, %d)", len(self.repository_), self.k1, len(self.repository_))
+
+    # -- inference -------------------------------------------------------------------------
+    def _reconstruct(self, x: torch.Tensor, ctx: Context, extras: bool):
+        self._validate()
+        dev = torch.device(ctx.device)
+        G = self.generator_.to(dev)
+        x = x.to(dev, torch.float32)
+        codes = self._invert(x, ctx)
+        fused, idx, _, sims = retrieve(codes, self._index(dev), k1=int(self.k1), k2=int(self.k2),
+                                       l1=int(self.l1), two_stage=bool(self.two_stage),
+                                       chunk=int(self.retrieval_chunk), return_similarity=True)
+        with torch.no_grad():
+            rec = G.synthesis(swap(codes, fused, int(self.l2)), noise_mode="none").clamp(-1, 1)
+        out: dict[str, torch.Tensor] = {}
+        if extras:
+            out["retrieval_similarity"] = sims.mean(dim=1).float().cpu()
+            if self.retrieved_perceptual:
+                out["retrieved_perceptual"] = self._retrieved_perceptual(x, idx, dev).cpu()
+        return rec, out
+
+    @torch.no_grad()
+    def _retrieved_perceptual(self, x: torch.Tensor, idx: torch.Tensor, dev: torch.device) -> torch.Tensor:
+        """Fig. 3(a): mean over the K2 retrieved codes of the image-mean A_per between the test
+        slice and the image each retrieved code generates. (B,) for x (B, 1, H, W).
+
+        Cost: K2 generator and VGG16 forward passes per slice, against 3 x inversion_steps
+        passes for the inversion (about 0.3% at the paper's settings), so it is on by default.
+        """
+        G, score = self.generator_, self._module("score", dev)
+        b, k = idx.shape
+        out = torch.zeros(b, device=dev)
+        for j in range(k):
+            img = G.synthesis(self.repository_.codes[idx[:, j].cpu()].to(dev), noise_mode="none")
+            out += score(x, img.clamp(-1, 1)).mean(dim=(1, 2))
+        return out / k
+
+    def reconstruct(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """x (B, 1, H, W) in [-1, 1] → pseudo-healthy G(s̃, b = 0) (B, 1, H, W) in [-1, 1]."""
+        self.check_fitted()
+        return self._reconstruct(x, ctx, extras=False)[0]
+
+    def _predict(self, x: torch.Tensor, ctx: Context) -> Prediction:
+        """Maps = squared residual (the runner replaces them with A_per); extras:
+        ``retrieval_similarity`` (B,) mean final-stage cosine similarity of the K2 retrieved
+        codes, and with ``retrieved_perceptual`` the Fig. 3(a) quantity (B,)."""
+        rec, extras = self._reconstruct(x, ctx, extras=True)
+        rec = rec.detach().to(x.device, torch.float32)
+        return Prediction(maps=(x - rec).pow(2)[:, 0], reconstructions=rec, extras=extras)
+
+    # -- state -----------------------------------------------------------------------------
+    def _state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"generator.{k}": v for k, v in self.generator_.state_dict().items()}
+        state["generator_config_json"] = _json_tensor(self.generator_.config())
+        state["weights_info_json"] = _json_tensor(self.weights_info_)
+        state.update(self.repository_.to_tensors("repository."))
+        return state
+
+    def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if "generator_config_json" not in state:
+            raise KeyError("SCRPS state: missing 'generator_config_json'; not an SCRPS state dict")
+        G = generator_from_config(_tensor_json(state["generator_config_json"]))
+        G.load_state_dict({k[len("generator."):]: v for k, v in state.items()
+                           if k.startswith("generator.")})
+        self.generator_ = G.eval().requires_grad_(False)
+        self.weights_info_ = _tensor_json(state["weights_info_json"])
+        self.repository_ = Repository.from_tensors(state, "repository.")
+        self.__dict__.pop("_index_cache", None)
