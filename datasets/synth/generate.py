@@ -162,13 +162,13 @@ def _lesion(params, index, rng, tpl, coords, tissue, img, draw, wm_level, paint,
     for _ in range(50):
         if kind == "tumour":
             plan = lesions.plan_tumour(rng, tissue, s, lo, hi)
-            box, local = lesions.mass_effect(plan, coords, s)
-            moved = anatomy.sample_tissue(tpl, local)
+            box, moved, local = lesions.mass_effect(plan, coords, s)
+            pushed = anatomy.sample_tissue(tpl, local)
             t2 = anatomy.Tissue(*(getattr(tissue, f).copy() for f in ("t1", "gm", "wm", "brain")))
             for f in ("t1", "gm", "wm", "brain"):
-                getattr(t2, f)[box] = getattr(moved, f)
+                getattr(t2, f)[box] = np.where(moved, getattr(pushed, f), getattr(tissue, f)[box])
             img2 = img.copy()
-            img2[box] = anatomy.tissue_contrast(moved, draw)
+            img2[box] = np.where(moved, anatomy.tissue_contrast(pushed, draw), img[box])
             painted, mask = lesions.paint_tumour(plan, t2, img2, wm_level, s)
         else:
             plan = lesions.plan_stroke(rng, tissue, s, lo, hi)

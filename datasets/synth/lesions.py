@@ -155,8 +155,8 @@ def plan_tumour(rng: np.random.Generator, tissue: Tissue, spacing: int, d_min: f
     solid = float(rng.uniform(0.45, 0.75))
     core = float(rng.uniform(0.35, 0.7)) if diameter * solid / 2 > 4.0 else 0.0
     mass = float(rng.uniform(0.2, 0.45))
-    core_level, rim_level = float(rng.uniform(0.2, 0.38)), float(rng.uniform(1.08, 1.25))
-    oedema = float(rng.uniform(0.72, 0.86))
+    core_level, rim_level = float(rng.uniform(0.2, 0.38)), float(rng.uniform(1.2, 1.45))
+    oedema = float(rng.uniform(0.68, 0.82))
     texture_seed = int(rng.integers(2 ** 31))
     candidates = np.flatnonzero(tissue.brain & (tissue.wm > 0.5))
     if candidates.size == 0:
@@ -175,7 +175,8 @@ def plan_tumour(rng: np.random.Generator, tissue: Tissue, spacing: int, d_min: f
                       mass * r0, 2.0 * r0 + 5.0, core_level, rim_level, oedema, texture_seed)
 
 
-def mass_effect(plan: TumourPlan, coords: np.ndarray, spacing: int) -> tuple[tuple[slice, ...], np.ndarray]:
+def mass_effect(plan: TumourPlan, coords: np.ndarray,
+                spacing: int) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
     """Compose the tumour's radial push into the template coordinate map.
 
     coords (3, X, Y, Z) template voxel coordinates of every output voxel. Returns (box, new
@@ -193,7 +194,10 @@ def mass_effect(plan: TumourPlan, coords: np.ndarray, spacing: int) -> tuple[tup
     start = np.array([s.start for s in box], dtype=np.float32)[:, None, None, None]
     local = (r / np.float32(spacing) + np.asarray(plan.centre, np.float32)[:, None, None, None] - start)
     src = local - unit * (m / np.float32(spacing))
-    return box, sample(coords[(slice(None), *box)], src, border=True)
+    moved = m > 0
+    # resampled only where the tissue moves: elsewhere the map must stay bit-identical
+    old = coords[(slice(None), *box)]
+    return box, moved, np.where(moved, sample(old, src, border=True), old)
 
 
 def paint_tumour(plan: TumourPlan, tissue: Tissue, img: np.ndarray, wm_level: float,
