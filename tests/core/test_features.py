@@ -28,6 +28,15 @@ def imagenet_rgb(x: torch.Tensor) -> torch.Tensor:
     return (((x + 1) / 2).repeat(1, 3, 1, 1) - MEAN) / STD
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Two threads on a shared 2-core machine oversubscribe badly (~10x slower convolutions).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def vgg():
     return FeatureExtractor(weights="random", seed=5)

@@ -17,6 +17,15 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "weights" / \
 SHARED_SHA256 = "ac63408a6cfa24cc252131f32eb8e890e6b544f035928126fca50b4775b679b5"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Two threads on a shared 2-core machine oversubscribe badly (~10x slower convolutions).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _no_user_weights(monkeypatch):
     for name in W.BACKBONES:
