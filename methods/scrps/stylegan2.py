@@ -347,7 +347,8 @@ class Discriminator(nn.Module):
             x = block(x)
         x = self.conv(self.mbstd(x))
         x = self.fc(x.flatten(1))
-        return self.out(x).squeeze(1).float()
+        logits = self.out(x).squeeze(1)
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 under autocast
 
 
 def discriminator_from_config(cfg: dict) -> Discriminator:

@@ -115,7 +115,8 @@ def r1_penalty(D: torch.nn.Module, real: torch.Tensor) -> torch.Tensor:
     real = real.detach().requires_grad_(True)
     logits = D(real)
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-    return grad.float().square().sum(dim=[1, 2, 3])
+    grad = grad if grad.dtype == torch.float64 else grad.float()
+    return grad.square().sum(dim=[1, 2, 3])
 
 
 def path_length_penalty(G: Generator, ws: torch.Tensor, pl_mean: torch.Tensor,
