@@ -97,6 +97,14 @@ class ATLAS2(Dataset):
 
     name = "atlas"
 
+    #: Settings that only choose which subjects are listed; they never change what ``load``
+    #: returns, so they stay out of ``params()`` and hence out of the per-subject slice-cache
+    #: key (a smoke run reuses the full run's cache). ``fingerprint`` still hashes the list.
+    _selection_keys: tuple[str, ...] = ("max_subjects",)
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in super().params().items() if k not in self._selection_keys}
+
     def __init__(self, data_root: str | None = None, brain_mask: str = "mni152",
                  lesion_labels: list[int] | None = None, label_values: list[int] = [0, 1],
                  max_subjects: int | None = None):

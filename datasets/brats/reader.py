@@ -54,6 +54,14 @@ class BraTS2020(Dataset):
 
     name = "brats"
 
+    #: Settings that only choose which subjects are listed; they never change what ``load``
+    #: returns, so they stay out of ``params()`` and hence out of the per-subject slice-cache
+    #: key (a smoke run reuses the full run's cache). ``fingerprint`` still hashes the list.
+    _selection_keys: tuple[str, ...] = ("max_subjects",)
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in super().params().items() if k not in self._selection_keys}
+
     def __init__(self, data_root: str | None = None, modality: str = "t1",
                  lesion_labels: list[int] | None = None,
                  label_values: list[int] = list(BRATS_LABELS),
@@ -77,7 +85,7 @@ class BraTS2020(Dataset):
                                      for p in cand.iterdir()):
                 return cand
         hint = ""
-        if any(root.glob("**/BraTS20_Validation_*")):
+        if any(root.glob("BraTS20_Validation_*")) or any(root.glob("*/BraTS20_Validation_*")):
             hint = (" (found BraTS20_Validation_* folders: the validation data has no "
                     "segmentations and cannot be evaluated)")
         raise DataError(f"dataset 'brats': no BraTS20_Training_*/ folders under {root}{hint}; "
@@ -131,7 +139,7 @@ class BraTS2020(Dataset):
                           f"{', '.join(others)}, which looks like it (the BraTS2020 release "
                           f"names subject 355's segmentation W39_1998.09.19_Segm.nii). To use "
                           f"it, set seg_overrides: {{\"{sid}\": \"{others[0]}\"}} "
-                          f"(--set 'seg_overrides={{{sid}: {others[0]}}}')")
+                          f"(command line: --set 'dataset.seg_overrides={{{sid}: {others[0]}}}')")
         return None, f"segmentation {sid}_seg.nii[.gz] not found in {sdir}"
 
     def subjects(self, split: str) -> list[str]:

@@ -58,6 +58,14 @@ class NiftiFolder(Dataset):
 
     name = "folder"
 
+    #: Settings that only choose which subjects are listed; they never change what ``load``
+    #: returns, so they stay out of ``params()`` and hence out of the per-subject slice-cache
+    #: key (a smoke run reuses the full run's cache). ``fingerprint`` still hashes the list.
+    _selection_keys: tuple[str, ...] = ("max_subjects",)
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in super().params().items() if k not in self._selection_keys}
+
     def __init__(self, data_root: str | None = None, train_pattern: str | None = "train/*.nii*",
                  test_pattern: str | None = "test/*.nii*",
                  mask_pattern: str | None = "test_masks/{name}.nii*",

@@ -64,6 +64,14 @@ class OpenBHB(Dataset):
 
     name = "openbhb"
 
+    #: Settings that only choose which subjects are listed; they never change what ``load``
+    #: returns, so they stay out of ``params()`` and hence out of the per-subject slice-cache
+    #: key (a smoke run reuses the full run's cache). ``fingerprint`` still hashes the list.
+    _selection_keys: tuple[str, ...] = ("n_subjects", "seed", "source_split")
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in super().params().items() if k not in self._selection_keys}
+
     def __init__(self, data_root: str | None = None, form: str = "auto",
                  n_subjects: int | None = 640, seed: int = 0, source_split: str | None = None,
                  npy_affine: list[list[float]] | None = None, brain_threshold: float = 0.0):
