@@ -39,7 +39,7 @@ def healthy_slices(n: int, seed: int) -> SliceSet:
 
 def with_blob(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
-    blob = ((yy - 26) ** 2 + (xx - 38) ** 2) < 5 ** 2
+    blob = ((yy - 26) ** 2 + (xx - 38) ** 2) < 8 ** 2
     x = x.clone()
     x[0, 0][blob] = 1.0
     return x, blob

@@ -1,0 +1,131 @@
+"""PaDiM: streaming Gaussians, Mahalanobis maps against scipy, state and localisation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+
+from adbench import Context, SliceSet
+from adbench.methods.padim.detector import PaDiM
+from adbench.methods.padim.gaussian import GaussianAccumulator, mahalanobis
+
+H, W = 64, 64
+
+
+def healthy_slices(n: int, seed: int) -> SliceSet:
+    """Textured ellipses on a -1 background: a stand-in for healthy brain slices."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    imgs, brains = [], []
+    for _ in range(n):
+        a, b = 0.8 + 0.05 * torch.rand(2, generator=g)
+        r = (yy / a) ** 2 + (xx / b) ** 2
+        ph = torch.rand(2, generator=g) * 6.28
+        tex = 0.15 * torch.sin(9 * yy + ph[0]) * torch.cos(8 * xx + ph[1])
+        brain = r < 1
+        imgs.append(torch.where(brain, 0.2 - 0.3 * r + tex, torch.tensor(-1.0)))
+        brains.append(brain)
+    brain = torch.stack(brains)
+    return SliceSet(images=torch.stack(imgs)[:, None], brain=brain,
+                    lesion=torch.zeros_like(brain), subjects=[f"s{i}" for i in range(n)],
+                    z=np.arange(n))
+
+
+def test_streaming_gaussian_matches_numpy_cov():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(23, 5, 4, generator=g, dtype=torch.float64) * 3 + 100  # offset: no cancellation
+    acc = GaussianAccumulator(5, 4, chunk_positions=2)
+    for part in (x[:7], x[7:8], x[8:]):
+        acc.update(part)
+    mean, inv = acc.finalize(eps=0.01)
+    for p in range(5):
+        cov = np.cov(x[:, p].numpy(), rowvar=False) + 0.01 * np.eye(4)
+        np.testing.assert_allclose(mean[p].numpy(), x[:, p].mean(0).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(inv[p].numpy(), np.linalg.inv(cov), rtol=1e-4, atol=1e-6)
+    _, inv_s = acc.finalize(eps=0.01, shrinkage=1.0)     # full shrinkage: scaled identity
+    cov0 = np.cov(x[:, 0].numpy(), rowvar=False)
+    np.testing.assert_allclose(inv_s[0].numpy(),
+                               np.eye(4) / (np.trace(cov0) / 4 + 0.01), rtol=1e-5)
+
+
+def test_mahalanobis_matches_scipy():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
+    inv = (a @ a.transpose(1, 2) + torch.eye(6, dtype=torch.float64)).float()
+    mean = torch.randn(3, 6, generator=g)
+    x = torch.randn(4, 3, 6, generator=g)
+    got = mahalanobis(x, mean, inv, chunk_positions=2)
+    for b in range(4):
+        for p in range(3):
+            ref = scipy_mahalanobis(x[b, p].double().numpy(), mean[p].double().numpy(),
+                                    inv[p].double().numpy())
+            assert got[b, p].item() == pytest.approx(ref, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train = healthy_slices(8, seed=0)
+    det = PaDiM(weights="random", batch_size=3, n_features=20)
+    det.fit(train, Context(seed=5))
+    return det, train
+
+
+def test_padim_map_agrees_with_scipy_mahalanobis_oracle(fitted):
+    """Independent path: features from the extractor, np.cov per position, scipy distance."""
+    from adbench.features import FeatureExtractor
+
+    det, train = fitted
+    ext = FeatureExtractor(weights="random", seed=5)
+    idx = det.channel_index_
+    expected = torch.randperm(1280, generator=torch.Generator().manual_seed(5))[:20].sort().values
+    assert torch.equal(idx, expected)          # drawn once at fit from ctx.generator(0)
+    with torch.no_grad():
+        tr = ext.aligned(train.images)[:, idx].double().numpy()       # (N, d, h, w)
+        x = healthy_slices(2, seed=3).images
+        te = ext.aligned(x)[:, idx].double().numpy()
+    grid = det.distance_grid(x, Context())
+    assert grid.shape == (2, *tr.shape[-2:])
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        i, j = rng.integers(tr.shape[2]), rng.integers(tr.shape[3])
+        cov = np.cov(tr[:, :, i, j], rowvar=False) + 0.01 * np.eye(20)
+        vi = np.linalg.inv(cov)
+        for b in range(2):
+            ref = scipy_mahalanobis(te[b, :, i, j], tr[:, :, i, j].mean(0), vi)
+            assert grid[b, i, j].item() == pytest.approx(ref, rel=2e-3, abs=1e-3)
+
+
+def test_padim_finds_a_bright_blob(fitted):
+    det, _ = fitted
+    x = healthy_slices(2, seed=1).images.clone()
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    blob = ((yy - 26) ** 2 + (xx - 38) ** 2) < 8 ** 2
+    x[0, 0][blob] = 1.0
+    pred = det.predict(x)
+    assert pred.maps.shape == (2, H, W)
+    assert blob.view(-1)[int(pred.maps[0].argmax())], "map maximum is outside the blob"
+    assert pred.extras["score"][0] > pred.extras["score"][1]
+    assert det.weights_info_["source"] == "random"
+
+
+def test_padim_state_round_trip_gives_identical_maps(fitted, tmp_path):
+    from adbench.io import load_tensors, save_tensors
+
+    det, _ = fitted
+    x = healthy_slices(2, seed=2).images
+    save_tensors(tmp_path / "state.pt", det.state_dict())
+    det2 = PaDiM(**det.get_params()).load_state_dict(load_tensors(tmp_path / "state.pt"))
+    torch.testing.assert_close(det2.predict(x).maps, det.predict(x).maps, rtol=0, atol=0)
+    assert torch.equal(det2.channel_index_, det.channel_index_)
+
+
+def test_padim_rejects_bad_n_features_and_is_registered():
+    train = healthy_slices(2, seed=0)
+    with pytest.raises(ValueError, match="n_features=5000"):
+        PaDiM(weights="random", n_features=5000).fit(train)
+    from adbench.plugins import get_registry
+
+    spec = get_registry().method("padim")
+    assert spec.kind == "feature" and {"smoke", "default", "paper"} <= set(spec.presets)
+    assert set(spec.default_config) == set(PaDiM._param_names())
