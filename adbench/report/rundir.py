@@ -178,14 +178,16 @@ def load_map_volume(run: RunRecord, subject: str, *, with_image: bool = True) ->
 
 def write_run(run_dir: str | Path, rows: list[dict], *, method: str, dataset: str,
               slice_rule: str = "lesion", train_on: str | None = None, seed: int | None = None,
-              weights: Any = None, config: dict | None = None, extra: dict | None = None) -> Path:
+              weights: Any = None, config: dict | None = None, extra: dict | None = None,
+              definitions: dict | None = None) -> Path:
     """Write a run folder from per-volume rows computed elsewhere (e.g. ``adbench evaluate``).
 
     Writes config.yaml, per_volume.csv and, last, summary.json (whose presence marks a run
     complete), with the same summary keys and metric definitions as the runner, so maps made
-    by any tool can join a leaderboard. Returns the folder.
+    by any tool can join a leaderboard. ``definitions`` overrides the recorded definitions
+    (default: :func:`adbench.evaluation.definitions` of ``slice_rule``). Returns the folder.
     """
-    from ..evaluation import definitions, write_per_volume
+    from ..evaluation import definitions as _definitions, write_per_volume
     from ..io import write_json, write_yaml
     from ..metrics import summarize
 
@@ -199,6 +201,7 @@ def write_run(run_dir: str | Path, rows: list[dict], *, method: str, dataset: st
     write_per_volume(run_dir / "per_volume.csv", rows)
     summary = {"method": method, "dataset": dataset, "train_on": train_on or dataset,
                "seed": seed, "n_volumes": len(rows), **summarize(rows),
-               "definitions": definitions(slice_rule), "weights": weights, **(extra or {})}
+               "definitions": definitions or _definitions(slice_rule), "weights": weights,
+               **(extra or {})}
     write_json(run_dir / "summary.json", summary)
     return run_dir
