@@ -65,6 +65,9 @@ def show(dataset: str, out: str | Path, *, n: int = 6, split: str = "test",
 
     if n < 1:
         raise ConfigError(f"--n {n}: expected at least 1 volume")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: expected a .png file name")
     spec = get_registry().dataset(dataset)
     if split not in spec.splits:
         raise ConfigError(f"dataset {dataset!r} has no {split!r} split (it provides {list(spec.splits)})")
@@ -76,9 +79,6 @@ def show(dataset: str, out: str | Path, *, n: int = 6, split: str = "test",
     subjects = ds.subjects(split)[:n]
     if not subjects:
         raise ConfigError(f"dataset {dataset!r} split {split!r} has no subjects to draw")
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {out}: expected a .png file name")
 
     ncol = 3 if preprocessed else 2
     fig, axes = plt.subplots(len(subjects), ncol, figsize=(3.2 * ncol, 3.0 * len(subjects)),
