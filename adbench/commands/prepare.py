@@ -80,6 +80,9 @@ def prepare(dataset: str, *, data_root: str | None = None, split: str = "all",
         raise DataError(f"dataset {dataset!r} has no {split!r} split (it provides "
                         f"{list(spec.splits)})")
     ds = spec.factory(**cfg)
+    for sp in splits:  # a wrong folder is a usage error, not a bad subject (even with --strict)
+        ds.subjects(sp)
+        ds.problems(sp)
     rows: list[dict] = []
     failed: str | None = None
     for sp in splits:

@@ -69,6 +69,8 @@ def test_wrong_folder_and_unknown_key_are_usage_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"no BraTS20_Training_*/ folders under {tmp_path}" in err
     assert "MICCAI_BraTS2020_TrainingData" in err
+    assert main(["prepare", "--dataset", "brats", "--data-root", str(tmp_path), "--strict"]) == 2
+    assert "no BraTS20_Training_*/ folders" in capsys.readouterr().err
     assert main(["prepare", "--dataset", "brats", "--data-root", str(tmp_path), "--set", "modalty=t1"]) == 2
     assert "Did you mean 'modality'" in capsys.readouterr().err
     assert main(["prepare", "--dataset", "brats", "--data-root", str(tmp_path), "--split", "train"]) == 2

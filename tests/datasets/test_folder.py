@@ -137,3 +137,33 @@ def test_non_ras_file_gives_the_same_preprocessed_slices(tmp_path, codes):
     np.testing.assert_array_equal(pa.lesion, pb.lesion)
     np.testing.assert_allclose(pa.affine, pb.affine, atol=1e-9)
     assert pa.lesion.any()
+
+
+def test_mask_resampled_with_linear_interpolation_is_refused(tmp_path):
+    root = _tree(tmp_path, 0, 1)
+    img, les, aff = _volume(0, True)
+    blurred = les.astype(np.float32)
+    blurred[les > 0] = 0.5                                   # what trilinear resampling leaves
+    mt.write_nifti(root / "test_masks" / "pt00.nii.gz", blurred, aff, np.float32)
+    with pytest.raises(DataError, match="non-integer values .*nearest-neighbour") as exc:
+        NiftiFolder(data_root=str(root)).load("pt00")
+    assert "pt00.nii.gz" in str(exc.value)
+
+
+def test_validate_volume_catches_what_a_third_party_reader_lets_through():
+    from adbench import Volume
+    from adbench.validate import validate_volume
+    img = np.ones((4, 4, 4), np.float32)
+    ok = Volume(img, img > 0, img > 0, np.eye(4), "s", {"image_path": "/x/s.nii"})
+    validate_volume(ok, require_lesion=True)
+    with pytest.raises(DataError, match="brain mask is empty"):
+        validate_volume(Volume(img, img < 0, None, np.eye(4), "s"))
+    with pytest.raises(DataError, match="/x/s.nii: test subject 's' has no lesion mask"):
+        validate_volume(Volume(img, img > 0, None, np.eye(4), "s", {"image_path": "/x/s.nii"}),
+                        require_lesion=True)
+    with pytest.raises(DataError, match="lesion mask is empty"):
+        validate_volume(Volume(img, img > 0, img < 0, np.eye(4), "s"), require_lesion=True)
+    bad = img.copy()
+    bad[0, 0, 0] = np.inf
+    with pytest.raises(DataError, match="non-finite"):
+        validate_volume(Volume(bad, img > 0, None, np.eye(4), "s"))
