@@ -161,7 +161,7 @@ def _resolve_imagenet(name: str) -> tuple[dict[str, torch.Tensor], dict]:
         path = Path(env_path).expanduser()
         if not path.is_file():
             raise WeightsError(f"environment variable {var} names {str(path)!r}, which does not "
-                               f"exist; set it to a {name} state-dict file or unset it")
+                               f"exist as a file; set it to a {name} state-dict file or unset it")
         return _load_checked(name, path), _provenance(name, "env", path)
     cache = torchvision_cache_file(name)
     if cache.is_file():

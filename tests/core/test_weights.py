@@ -153,6 +153,17 @@ def test_both_layouts_load_identically_with_sha256_provenance(files, random_sd):
                         "sha256": sha(path)}
 
 
+def test_safetensors_files_load(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {k: torch.full(shape, float(i)) for i, (k, shape) in
+          enumerate(W.VGG16_FEATURE_SHAPES.items())}
+    path = tmp_path / "vgg16.safetensors"
+    save_file(sd, str(path))
+    loaded, info = resolve_vgg16(str(path))
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd) and info["sha256"] == sha(path)
+
+
 def test_env_then_torchvision_cache_order(monkeypatch, tmp_path, files, random_sd):
     cached = place(files["full"], cache_file())  # torchvision's file has the full layout
     sd, info = resolve_vgg16("imagenet")
