@@ -338,6 +338,8 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
     synth = torch.compile(G.synthesis) if cfg["compile"] else G.synthesis
     D_run = torch.compile(D) if cfg["compile"] else D
     noise_mode, deg, mix = cfg["train_noise_mode"], float(cfg["rotate_degrees"]), cfg["style_mixing_prob"]
+    # only pass the noise generator when it is used (a Generator argument breaks torch.compile graphs)
+    noise_gen = gens["noise"] if noise_mode == "random" else None
     sample_z = torch.randn(cfg["num_samples"], cfg["z_dim"],
                            generator=torch.Generator().manual_seed(int(seed) + 2024)).to(dev)
     sample_mode = "const" if noise_mode == "random" else noise_mode
@@ -367,7 +369,7 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         G.requires_grad_(False), D.requires_grad_(True)
         z, z2 = latents(local_batch)
         with torch.no_grad(), autocast():
-            fake = synth(_mixed_ws(G, z, z2, mix, gens["latent"]), noise_mode, gens["noise"])
+            fake = synth(_mixed_ws(G, z, z2, mix, gens["latent"]), noise_mode, noise_gen)
         with autocast():
             real_logits, fake_logits = D_run(real), D_run(fake)
             loss_D = d_logistic_loss(real_logits, fake_logits)
@@ -390,7 +392,7 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         z, z2 = latents(local_batch)
         with autocast():
             ws = _mixed_ws(G, z, z2, mix, gens["latent"])
-            fake_logits = D_run(synth(ws, noise_mode, gens["noise"]))
+            fake_logits = D_run(synth(ws, noise_mode, noise_gen))
             loss_G = g_nonsaturating_loss(fake_logits)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
