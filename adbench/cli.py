@@ -35,9 +35,10 @@ def _add_run(sub) -> None:
     p.add_argument("--output", "-o", default="runs", help="root of run folders (default: ./runs)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default="imagenet",
+    p.add_argument("--weights", default=None,
                    help="VGG16 weights for the perceptual score and VGG-based methods: imagenet "
-                        "(torchvision cache or $ADBENCH_VGG16_WEIGHTS), a state-dict path, or random")
+                        "(torchvision cache or $ADBENCH_VGG16_WEIGHTS; the default), a state-dict path, "
+                        "or random (the smoke preset's choice)")
     p.add_argument("--strict", action="store_true", help="a bad subject stops the run instead of being skipped")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)

@@ -89,7 +89,7 @@ def versions() -> dict[str, str]:
 
 def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: str | None = None,
             config_file: str | None = None, sets: list[str] | None = None, seed: int = 0,
-            device: str = "cpu", weights: str = "imagenet", data_root: str | None = None,
+            device: str = "cpu", weights: str | None = None, data_root: str | None = None,
             train_root: str | None = None, strict: bool = False,
             registry: Registry | None = None) -> RunSpec:
     """Validate names, presets and every config key; no files are touched."""
@@ -109,10 +109,14 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
     files = load_config_file(config_file) if config_file else {s: {} for s in ("method", "dataset", "train", "preprocess", "runner")}
     over = parse_sets(sets)
 
+    runner_cfg = merge_section("runner", RUNNER_DEFAULTS, RUNNER_PRESETS, preset, files["runner"], over["runner"],
+                               {"weights": str(weights)} if weights is not None else {})
+    if runner_cfg["localisation"] not in ("perceptual", "native"):
+        raise ConfigError(f"runner.localisation={runner_cfg['localisation']!r}: expected 'perceptual' or 'native'")
     method_cfg = merge_section(f"method {method!r}", mspec.default_config, mspec.presets, preset,
                                files["method"], over["method"])
     if "weights" in method_cfg and "weights" not in files["method"] and "weights" not in over["method"]:
-        method_cfg["weights"] = weights
+        method_cfg["weights"] = runner_cfg["weights"]  # one weights choice for the whole run
 
     def dataset_layer(spec, name, root, flag):
         if root is None:
@@ -139,11 +143,8 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
                                                        files["preprocess"], over["preprocess"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(str(exc).strip("'\"")) from None
-    runner_cfg = merge_section("runner", RUNNER_DEFAULTS, RUNNER_PRESETS, preset, files["runner"], over["runner"])
-    if runner_cfg["localisation"] not in ("perceptual", "native"):
-        raise ConfigError(f"runner.localisation={runner_cfg['localisation']!r}: expected 'perceptual' or 'native'")
     return RunSpec(method=method, dataset=dataset, train_on=train_name, preset=preset, seed=int(seed),
-                   device=device, weights=str(weights), strict=strict, method_config=method_cfg,
+                   device=device, weights=str(runner_cfg["weights"]), strict=strict, method_config=method_cfg,
                    dataset_config=dataset_cfg, train_config=train_cfg, preprocess=pre,
                    runner=runner_cfg, registry=reg)
 
