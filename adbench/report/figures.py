@@ -137,8 +137,7 @@ def comparison_figure(images: list[np.ndarray], lesions: list[np.ndarray], brain
     n = len(images)
     rows = 2 + len(maps)
     fig, axes = plt.subplots(rows, n, figsize=(1.6 * n + 1.2, 1.9 * rows), squeeze=False)
-    cmap = mpl.colormaps["jet"].copy()
-    cmap.set_bad("black")
+    cmap = mpl.colormaps["jet"].with_extremes(bad="black")
     for j in range(n):
         axes[0, j].imshow(images[j], cmap="gray")
         axes[1, j].imshow(images[j], cmap="gray")
@@ -215,7 +214,8 @@ def leaderboard_figures(lb, *, n_slices: int = 4, max_roc_volumes: int | None = 
             tag = f"t{ti}_{_slug(ds)}"
             vals = {row: {m: list(r.values(m).values()) for m in t.metrics} for row, r in runs.items()}
             out.append((f"{tag}_boxplot.png", f"{t.title}: {ds}, per-volume metrics",
-                        to_png(boxplot_figure(vals, t.metrics, title=ds, labels=METRIC_LABELS))))
+                        to_png(boxplot_figure(vals, t.metrics, title=ds,
+                                              labels={**METRIC_LABELS, **_MPL_LABELS}))))
             if not with_maps:
                 continue
             subjects = {row: map_subjects(r) for row, r in runs.items()}
@@ -251,6 +251,9 @@ def leaderboard_figures(lb, *, n_slices: int = 4, max_roc_volumes: int | None = 
             except RunDirError:
                 continue  # an incomplete maps/ folder: tables still stand, figures skipped
     return out
+
+
+_MPL_LABELS = {"dice_max": r"$\lceil$Dice$\rceil$"}  # mathtext: fonts may lack ⌈ ⌉
 
 
 def _slug(s: str) -> str:

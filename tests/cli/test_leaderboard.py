@@ -1,0 +1,87 @@
+"""`adbench leaderboard` on run folders with maps: four formats and the figures."""
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from adbench.cli import main
+from adbench.evaluation import evaluate_volume
+from adbench.io import save_nifti
+from adbench.report.rundir import write_run
+
+SHAPE = (20, 16, 8)
+AFFINE = np.eye(4)
+
+
+def make_runs(root, n=5):
+    """Two methods on one dataset, same subjects: 'sharp' sees the lesion clearly, 'blurry' less."""
+    rng = np.random.default_rng(0)
+    rows = {"sharp": [], "blurry": []}
+    for i in range(n):
+        brain = np.zeros(SHAPE, bool)
+        brain[2:18, 2:14, 1:7] = True
+        lesion = np.zeros(SHAPE, bool)
+        lesion[6:10 + i % 3, 5:9, 2 + i % 3:5] = True
+        image = np.where(brain, 0.5 + 0.4 * lesion, -1).astype(np.float32)
+        for meth, gain in (("sharp", 1.5), ("blurry", 0.4)):
+            amap = np.where(brain, rng.random(SHAPE) + gain * lesion, 0).astype(np.float32)
+            d = root / "synth" / meth / "run1" / "maps"
+            save_nifti(d / f"v{i}.nii.gz", amap, AFFINE)
+            save_nifti(d / f"v{i}_image.nii.gz", image, AFFINE)
+            save_nifti(d / f"v{i}_brain.nii.gz", brain.astype(np.uint8), AFFINE)
+            save_nifti(d / f"v{i}_lesion.nii.gz", lesion.astype(np.uint8), AFFINE)
+            rows[meth].append({"subject": f"v{i}", **evaluate_volume(amap, lesion, brain)})
+    for meth, r in rows.items():
+        write_run(root / "synth" / meth / "run1", r, method=meth, dataset="synth", seed=0)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return root, make_runs(root)
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
+def test_text_formats(runs, tmp_path, fmt, capsys):
+    root, rows = runs
+    out = tmp_path / f"lb.{fmt}"
+    assert main(["leaderboard", str(root), "--format", fmt, "--out", str(out), "--no-maps"]) == 0
+    text = out.read_text()
+    sharp = 100 * np.mean([r["auroc"] for r in rows["sharp"]])
+    if fmt == "csv":
+        recs = list(csv.DictReader(io.StringIO(text)))
+        rec = {(r["method"], r["metric"]): r for r in recs}
+        assert float(rec[("sharp", "auroc")]["mean"]) == pytest.approx(sharp / 100)
+        assert rec[("sharp", "auroc")]["best"] == "1" and rec[("blurry", "auroc")]["best"] == "0"
+    else:
+        assert f"{sharp:.2f}" in text and "blurry" in text
+        assert ("**" if fmt == "md" else r"\mathbf{") + f"{sharp:.2f}" in text
+
+
+def test_html_and_figures(runs, tmp_path, capsys):
+    root, _ = runs
+    out, figs = tmp_path / "lb.html", tmp_path / "figs"
+    assert main(["leaderboard", str(root / "synth"), "--format", "html", "--out", str(out),
+                 "--figures", str(figs), "--metrics", "auroc,dice_max,auprc"]) == 0
+    names = sorted(p.name for p in figs.iterdir())
+    assert names == ["t1_synth_boxplot.png", "t1_synth_comparison.png", "t1_synth_roc.png"]
+    import matplotlib.image as mpimg
+    for p in figs.iterdir():
+        img = mpimg.imread(p)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.01  # a real, non-blank image
+    html = out.read_text()
+    assert html.count('src="data:image/png;base64,') == 3 and "AUPRC" in html
+
+
+def test_errors(tmp_path, capsys):
+    assert main(["leaderboard", str(tmp_path / "absent")]) == 2
+    assert "absent" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["leaderboard", str(tmp_path / "empty"), "--metrics", "auroc"]) == 2
+    assert "no run folder" in capsys.readouterr().err
+    assert main(["leaderboard", str(tmp_path), "--metrics", "dice"]) == 2
+    assert "valid: auroc,dice_max,auprc" in capsys.readouterr().err
