@@ -114,14 +114,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data import DataError
     from .plugins import PluginError, UnknownNameError
-    errs: list[type[BaseException]] = [ConfigError, DataError, PluginError, UnknownNameError,
-                                       FileNotFoundError, NotADirectoryError, PermissionError]
-    try:
-        from .weights import WeightsError
-        errs.append(WeightsError)
-    except ImportError:
-        pass
-    return tuple(errs)
+    # adbench.weights.WeightsError subclasses FileNotFoundError: caught without importing
+    # torchvision on the error path.
+    return (ConfigError, DataError, PluginError, UnknownNameError, FileNotFoundError,
+            NotADirectoryError, PermissionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,8 +68,12 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
     n_slices_pred = 0
     t_pred = 0.0
     n_train_skipped = len(skipped)
+    sources: dict[str, set] = {}  # e.g. brain_mask_source (ATLAS), affine_source (OpenBHB)
     for pre in iter_preprocessed(test_ds, spec.dataset, "test", cfg, strict=spec.strict, report=skipped,
                                  progress=progress, limit=spec.runner["max_test_volumes"]):
+        for k, v in pre.meta.items():
+            if k.endswith("_source"):
+                sources.setdefault(k, set()).add(str(v))
         lesion = pre.lesion if pre.lesion is not None else np.zeros_like(pre.brain)
         region, _ = region_mask(lesion, pre.brain, slice_rule=rule)
         z = np.flatnonzero(region.any(axis=(0, 1)))
@@ -129,6 +133,7 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
         "localisation": ("perceptual (A_per, VGG16 blocks %s)" % list(spec.runner["perceptual_blocks"])
                          if scorer is not None else "native"),
         "weights": _weights(scorer, detector),
+        "data_sources": {k: sorted(v) for k, v in sorted(sources.items())},
         "skipped": skipped,
         "timings": timings,
     }
