@@ -151,10 +151,15 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
 
 # -- data ---------------------------------------------------------------------------------
 def _train_slices(ds: Dataset, name: str, cfg: PreprocessConfig, *, strict: bool, report: list,
-                  progress: bool, limit: int | None) -> tuple[SliceSet, HistogramReference | None]:
+                  progress: bool, limit: int | None, sources: dict | None = None,
+                  ) -> tuple[SliceSet, HistogramReference | None]:
     kept = []
     for pre in iter_preprocessed(ds, name, "train", cfg, strict=strict, report=report,
                                  progress=progress, limit=limit):
+        if sources is not None:  # data choices a reader recorded (e.g. OpenBHB's affine_source)
+            for k, v in pre.meta.items():
+                if k.endswith("_source"):
+                    sources.setdefault(k, set()).add(str(v))
         z = _select(pre, cfg.slices_train, cfg)
         if len(z):
             kept.append((pre, z))
@@ -294,10 +299,11 @@ def _execute(spec: RunSpec, run_dir: Path, test_ds: Dataset, train_ds: Dataset, 
 
     timings: dict[str, float] = {}
     skipped: list[dict] = []
+    train_sources: dict[str, set] = {}
     t0 = time.perf_counter()
     train, reference = _train_slices(train_ds, spec.train_on, spec.preprocess, strict=spec.strict,
                                      report=skipped, progress=progress,
-                                     limit=spec.runner["max_train_volumes"])
+                                     limit=spec.runner["max_train_volumes"], sources=train_sources)
     timings["load_train_s"] = time.perf_counter() - t0
     log.info("training data: %d slices from %d volumes of %r", len(train),
              len(set(train.subjects)), spec.train_on)
@@ -307,11 +313,14 @@ def _execute(spec: RunSpec, run_dir: Path, test_ds: Dataset, train_ds: Dataset, 
     t0 = time.perf_counter()
     model_status, model_cache = _fit_or_load(detector, train, spec, train_fp, ctx, run_dir / "model")
     timings["fit_s" if model_status == "fitted" else "load_model_s"] = time.perf_counter() - t0
+    n_train_slices = len(train)
     del train
 
     summary = evaluate_test_set(spec, run_dir, detector, ctx, test_ds, reference, skipped=skipped,
                                 progress=progress, timings=timings)
     summary["model"] = {"status": model_status, "cache_dir": str(model_cache)}
+    summary["train_data_sources"] = {k: sorted(v) for k, v in sorted(train_sources.items())}
+    summary["n_train_slices"] = n_train_slices
     summary["skipped_train_or_test"] = len(skipped)
     write_json(run_dir / "summary.json", summary)  # last: marks the run complete
     log.info("done: %s", run_dir)
