@@ -102,6 +102,15 @@ class SCRPS(ReconstructionDetector):
         if self.two_stage and self.k2 > self.k1:
             raise ValueError(f"SCRPS k2={self.k2} must not exceed k1={self.k1} (the paper uses K1 = 5 K2)")
 
+    def _validate_layers(self, num_ws: int) -> None:
+        """l1 and l2 against the generator's number of W+ layers L (12 at 160x128)."""
+        if self.two_stage and not 0 < int(self.l1) < num_ws:
+            raise ValueError(f"SCRPS l1={self.l1}: expected 0 < l1 < {num_ws} (the generator's W+ "
+                             f"layers) for coarse-to-fine retrieval")
+        if not 0 <= int(self.l2) <= num_ws:
+            raise ValueError(f"SCRPS l2={self.l2}: expected 0 <= l2 <= {num_ws} (the generator's "
+                             f"W+ layers)")
+
     def _inversion_meta(self) -> dict:
         """What determines a code besides the image (checked when a repository build resumes)."""
         return {"generator_sha256": tensor_hash(self.generator_),
@@ -125,13 +134,18 @@ class SCRPS(ReconstructionDetector):
         return cache[key]
 
     def _index(self, device: torch.device):
+        """The repository prepared for retrieval on ``device`` (norms computed once)."""
         cache = self.__dict__.setdefault("_index_cache", {})
-        if str(device) not in cache:
+        key = (str(device), int(self.l1), int(self.retrieval_chunk))
+        if key not in cache:
             cache.clear()  # one device at a time: the repository can be large
-            codes = self.repository_.codes.to(device)
-            l1 = self.l1 if 0 < self.l1 < codes.shape[1] else 1
-            cache[str(device)] = build_index(codes, l1, chunk=self.retrieval_chunk)
-        return cache[str(device)]
+            codes = self.repository_.codes
+            # Up to 8 GiB lives on the device; beyond, chunks are copied per query batch.
+            if codes.numel() * 4 <= 8 * 2 ** 30:
+                codes = codes.to(device)
+            split = self.l1 if 0 < self.l1 < codes.shape[1] else 1   # one-stage ignores l1
+            cache[key] = build_index(codes, split, chunk=int(self.retrieval_chunk))
+        return cache[key]
 
     def _invert(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         dev = torch.device(ctx.device)
@@ -155,6 +169,7 @@ class SCRPS(ReconstructionDetector):
             G = train_stylegan(train.images, cfg, Path(ctx.workdir) / "stylegan", device=ctx.device,
                                seed=ctx.seed, progress=ctx.progress, log=ctx.log)
         self.generator_ = G.to(dev).eval().requires_grad_(False)
+        self._validate_layers(G.num_ws)
         self.weights_info_ = self._module("loss", dev).weights_info
         ctx.log.info("SCRPS: inverting %.1f%% of %d training slices into the latent repository",
                      100 * self.repository_fraction, len(train))
@@ -170,6 +185,7 @@ class SCRPS(ReconstructionDetector):
     # -- inference -------------------------------------------------------------------------
     def _reconstruct(self, x: torch.Tensor, ctx: Context, extras: bool):
         self._validate()
+        self._validate_layers(self.generator_.num_ws)
         dev = torch.device(ctx.device)
         G = self.generator_.to(dev)
         x = x.to(dev, torch.float32)

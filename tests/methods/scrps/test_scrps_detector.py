@@ -117,3 +117,16 @@ def test_bad_settings_are_named():
         SCRPS(stylegan="nope").stylegan_settings()
     with pytest.raises(ValueError, match="k2=30"):
         SCRPS(stylegan="smoke", k1=10, k2=30).fit(_slices(4, 0))
+
+
+def test_layer_settings_checked_against_the_generator(fitted):
+    det, _, _ = fitted
+    x = _slices(1, 3).images
+    for key, value, msg in (("l1", det.generator_.num_ws, "l1="), ("l2", det.generator_.num_ws + 1, "l2=")):
+        old = getattr(det, key)
+        setattr(det, key, value)
+        try:
+            with pytest.raises(ValueError, match=msg):
+                det.predict(x, Context())
+        finally:
+            setattr(det, key, old)
