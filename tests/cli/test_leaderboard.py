@@ -85,3 +85,29 @@ def test_errors(tmp_path, capsys):
     assert "no run folder" in capsys.readouterr().err
     assert main(["leaderboard", str(tmp_path), "--metrics", "dice"]) == 2
     assert "valid: auroc,dice_max,auprc" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_end_to_end_two_real_runs(tmp_path, monkeypatch, capsys):
+    """Two `adbench run` seeds on the toy dataset: `evaluate` on a run's maps/ reproduces its
+    per_volume.csv byte for byte, and the leaderboard builds in all four formats."""
+    import adbench.plugins as plugins
+    import toydata
+
+    reg = plugins.build_registry(extra_plugins=[("toy", toydata, "adbench-tests 0")])
+    monkeypatch.setattr(plugins, "_REGISTRY", reg)
+    out = tmp_path / "runs"
+    for seed in ("0", "1"):
+        assert main(["run", "-m", "zscore", "-d", "toy", "--preset", "smoke", "--seed", seed,
+                     "-o", str(out), "-q"]) == 0
+    runs = sorted(p for p in out.glob("toy/zscore/*") if p.is_dir())
+    assert len(runs) == 2
+    m = runs[0] / "maps"
+    ev = tmp_path / "ev.csv"
+    assert main(["evaluate", "--maps", f"{m}/*.nii.gz", "--labels", f"{m}/*_lesion.nii.gz",
+                 "--brain-masks", f"{m}/*_brain.nii.gz", "--out", str(ev)]) == 0
+    assert ev.read_bytes() == (runs[0] / "per_volume.csv").read_bytes()
+    for fmt in ("md", "latex", "csv", "html"):
+        f = tmp_path / f"lb.{fmt}"
+        assert main(["leaderboard", str(out), "--format", fmt, "--out", str(f)]) == 0
+        assert "zscore (seed 1)" in f.read_text().replace(r"\_", "_")
