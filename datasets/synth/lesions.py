@@ -156,7 +156,7 @@ def plan_tumour(rng: np.random.Generator, tissue: Tissue, spacing: int, d_min: f
     core = float(rng.uniform(0.35, 0.7)) if diameter * solid / 2 > 4.0 else 0.0
     mass = float(rng.uniform(0.2, 0.45))
     core_level, rim_level = float(rng.uniform(0.2, 0.38)), float(rng.uniform(1.2, 1.45))
-    oedema = float(rng.uniform(0.68, 0.82))
+    oedema = float(rng.uniform(0.65, 0.8))
     texture_seed = int(rng.integers(2 ** 31))
     candidates = np.flatnonzero(tissue.brain & (tissue.wm > 0.5))
     if candidates.size == 0:
@@ -269,8 +269,10 @@ def plan_stroke(rng: np.random.Generator, tissue: Tissue, spacing: int, d_min: f
                     break
         if surface is not None and np.linalg.norm((surface - apex) * spacing) > diameter:
             break
-    centre = surface - v * (0.45 * diameter / spacing)
-    half = math.degrees(math.atan((diameter / 2) / (np.linalg.norm(surface - apex) * spacing))) * 1.3
+    # the ball's widest part sits just under the cortex (the part outside the brain is cut
+    # away) and the cone narrows inwards: a wedge with its base on the cortex
+    centre = surface - v * (0.2 * diameter / spacing)
+    half = math.degrees(math.atan(0.45 * diameter / (np.linalg.norm(surface - apex) * spacing)))
     return StrokePlan(tuple(float(c) for c in centre), diameter, "territorial",
                       tuple(float(c) for c in apex), tuple(float(c) for c in v), half, axes,
                       rotation, depth, texture_seed)
