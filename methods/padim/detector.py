@@ -18,7 +18,7 @@ import torch
 
 from adbench import Context, Detector, Prediction, SliceSet
 from adbench.methods.patchcore.backbone import (check_fingerprint, extractor_state, index_batches,
-                                                make_extractor)
+                                                make_extractor, spread_subset)
 from adbench.methods.patchcore.maps import grid_to_map
 
 from .gaussian import GaussianAccumulator, mahalanobis
@@ -36,12 +36,14 @@ class PaDiM(Detector):
     eps          ridge added to every covariance (PaDiM: 0.01).
     shrinkage    a in [0, 1]: Sigma ← (1 - a) Sigma + a tr(Sigma)/d I before the ridge (0: off).
     sigma        Gaussian smoothing of the map, pixels (0 disables).
+    max_train_slices  fit on at most this many training slices, evenly spread (None: all).
     """
 
     def __init__(self, backbone: str = "vgg16",
                  layers: Sequence[str] = ("block3", "block4", "block5"),
                  weights: str = "imagenet", batch_size: int = 32, n_features: int | None = 100,
-                 eps: float = 0.01, shrinkage: float = 0.0, sigma: float = 4.0):
+                 eps: float = 0.01, shrinkage: float = 0.0, sigma: float = 4.0,
+                 max_train_slices: int | None = None):
         self.backbone = backbone
         self.layers = layers
         self.weights = weights
@@ -50,6 +52,7 @@ class PaDiM(Detector):
         self.eps = eps
         self.shrinkage = shrinkage
         self.sigma = sigma
+        self.max_train_slices = max_train_slices
 
     def _extractor(self, device: str):
         ext = getattr(self, "_ext", None)
@@ -71,6 +74,7 @@ class PaDiM(Detector):
         self._ext = None
         self.extractor_seed_ = int(ctx.seed)
         ext = self._extractor(ctx.device)
+        train = spread_subset(train, self.max_train_slices)
         total = ext.out_channels
         d = total if self.n_features is None else int(self.n_features)
         if not 1 <= d <= total:

@@ -6,10 +6,11 @@ from .detector import PaDiM
 DEFAULT_CONFIG = {
     "backbone": "vgg16", "layers": ["block3", "block4", "block5"], "weights": "imagenet",
     "batch_size": 32, "n_features": 100, "eps": 0.01, "shrinkage": 0.0, "sigma": 4.0,
+    "max_train_slices": None,
 }
 
 PRESETS = {
-    "smoke": {"batch_size": 8, "n_features": 50},
+    "smoke": {"batch_size": 8, "n_features": 50, "max_train_slices": 24},
     "default": {},
     # PaDiM's published reduction for its largest backbone kept 550 of 1792 WideResNet
     # channels; on VGG16's 1280 channels we keep 100 as for its ResNet18 setting (448 → 100).

@@ -20,7 +20,8 @@ import torch
 
 from adbench import Context, Detector, Prediction, SliceSet
 
-from .backbone import check_fingerprint, extractor_state, index_batches, make_extractor
+from .backbone import (check_fingerprint, extractor_state, index_batches, make_extractor,
+                       spread_subset)
 from .knn import KNN_BACKENDS, nearest_distances
 from .maps import grid_to_map
 from .memory_bank import build_memory_bank
@@ -46,15 +47,17 @@ class PatchCore(Detector):
     brain_margin     cells of background around the brain kept as candidates (None: all).
     sigma            Gaussian smoothing of the map, pixels (0 disables).
     knn              "torch" (exact, tiled, on ctx.device), "faiss" (exact flat L2) or "auto".
+    max_train_slices  fit on at most this many training slices, evenly spread (None: all).
     """
 
     def __init__(self, backbone: str = "vgg16",
                  layers: Sequence[str] = ("block3", "block4", "block5"),
                  weights: str = "imagenet", batch_size: int = 32, coreset_ratio: float = 0.1,
-                 max_bank_size: int | None = 200_000, projection_dim: int | None = 128,
-                 max_pool: int | None = 1_000_000, max_cache_mb: float = 1024,
+                 max_bank_size: int | None = 20_000, projection_dim: int | None = 128,
+                 max_pool: int | None = 200_000, max_cache_mb: float = 1024,
                  neighbourhood: int = 3, embed_dim: int | None = None,
-                 brain_margin: int | None = 3, sigma: float = 4.0, knn: str = "torch"):
+                 brain_margin: int | None = 3, sigma: float = 4.0, knn: str = "torch",
+                 max_train_slices: int | None = None):
         self.backbone = backbone
         self.layers = layers
         self.weights = weights
@@ -69,6 +72,7 @@ class PatchCore(Detector):
         self.brain_margin = brain_margin
         self.sigma = sigma
         self.knn = knn
+        self.max_train_slices = max_train_slices
 
     # -- features ------------------------------------------------------------------------
     def _extractor(self, device: str, seed: int | None = None):
@@ -96,6 +100,7 @@ class PatchCore(Detector):
         self._bank_cache = None
         self.extractor_seed_ = int(ctx.seed)
         ext = self._extractor(ctx.device)
+        train = spread_subset(train, self.max_train_slices)
         # One all-background slice (index N) stands in for the dropped background patches.
         background = torch.full_like(train.images[:1], -1.0)
         images = torch.cat([train.images, background])
