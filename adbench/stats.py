@@ -85,7 +85,8 @@ def star_rule(per_method: Mapping[str, Mapping[str, float]], *, alpha: float = A
     """Apply the paper's star rule to one metric column.
 
     per_method: method → {subject: value}. Returns method → {"starred": bool, "best_other":
-    name or None, "p": paired t-test p-value against it (NaN if untestable), "n": shared
+    name or None, "p": paired t-test p-value against it (NaN if untestable), "p_wilcoxon":
+    Wilcoxon signed-rank p-value against it (reported, not used for the star), "n": shared
     volumes, "mean_diff": paired mean difference (method - best other)}. The best other method
     is the one with the highest (lowest, if not ``higher_is_better``) mean over its own finite
     volumes.
@@ -100,13 +101,14 @@ def star_rule(per_method: Mapping[str, Mapping[str, float]], *, alpha: float = A
     for m in per_method:
         others = [o for o in per_method if o != m and math.isfinite(means[o])]
         if not others:
-            out[m] = {"starred": False, "best_other": None, "p": math.nan, "n": 0,
-                      "mean_diff": math.nan}
+            out[m] = {"starred": False, "best_other": None, "p": math.nan,
+                      "p_wilcoxon": math.nan, "n": 0, "mean_diff": math.nan}
             continue
         best = max(others, key=lambda o: sign * means[o])
         res = paired_test(per_method[m], per_method[best])
         better = math.isfinite(res["mean_diff"]) and sign * res["mean_diff"] > 0
         p = res["p_ttest"]
         out[m] = {"starred": bool(better and math.isfinite(p) and p < alpha), "best_other": best,
-                  "p": p, "n": res["n"], "mean_diff": res["mean_diff"]}
+                  "p": p, "p_wilcoxon": res["p_wilcoxon"], "n": res["n"],
+                  "mean_diff": res["mean_diff"]}
     return out

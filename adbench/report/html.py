@@ -71,6 +71,16 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+def _tip(c) -> str:
+    """Tooltip: counts, bootstrap CI and the tests against the best other method."""
+    parts = [f"n={c.n}, NaN={c.n_nan}"]
+    if math.isfinite(c.ci[0]):
+        parts.append(f"95% CI [{100 * c.ci[0]:.2f}, {100 * c.ci[1]:.2f}]")
+    if c.best_other:
+        parts.append(f"vs {c.best_other}: t-test p={c.p:.3g}, Wilcoxon p={c.p_wilcoxon:.3g}")
+    return "; ".join(parts)
+
+
 def _table_html(t: Table, idx: int) -> str:
     k = len(t.metrics)
     tid = f"lb-{idx + 1}"
@@ -91,9 +101,7 @@ def _table_html(t: Table, idx: int) -> str:
             for m in t.metrics:
                 c = t.cells.get((row, d, m))
                 v = "" if c is None or not math.isfinite(c.mean) else repr(c.mean)
-                tip = ("" if c is None else
-                       f"n={c.n}, NaN={c.n_nan}" + (f", p vs {c.best_other}={c.p:.3g}"
-                                                    if c.best_other and math.isfinite(c.p) else ""))
+                tip = "" if c is None else _tip(c)
                 sup = ("<sup>*</sup>" if c and c.star else "") + ("<sup>†</sup>" if c and c.n_nan else "")
                 cls = ' class="best"' if c and c.best else ""
                 out.append(f'<td{cls} data-v="{v}" title="{_e(tip)}">{_e(fmt_cell(c))}{sup}</td>')

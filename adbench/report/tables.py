@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..stats import star_rule
+from ..stats import bootstrap_ci, star_rule
 from .rundir import RunRecord, definitions_key, weights_key
 
 __all__ = ["Cell", "Table", "Leaderboard", "build_leaderboard", "render_markdown",
@@ -44,8 +44,10 @@ class Cell:
     n_nan: int
     star: bool = False
     best: bool = False
-    p: float = math.nan
+    p: float = math.nan           # paired t-test vs best_other (drives the star)
     best_other: str | None = None
+    p_wilcoxon: float = math.nan  # Wilcoxon signed-rank vs best_other (reported only)
+    ci: tuple[float, float] = (math.nan, math.nan)  # bootstrap 95% CI of the mean (seed 0)
 
 
 @dataclass
@@ -157,7 +159,8 @@ def _table(runs: list[RunRecord], metrics: list[str], wkey: tuple, alpha: float)
                     mean=float(f.mean()) if f.size else math.nan,
                     std=float(f.std(ddof=1)) if f.size > 1 else math.nan,
                     n=int(f.size), n_nan=int(v.size - f.size), star=stars[row]["starred"],
-                    p=stars[row]["p"], best_other=stars[row]["best_other"])
+                    p=stars[row]["p"], best_other=stars[row]["best_other"],
+                    p_wilcoxon=stars[row]["p_wilcoxon"], ci=bootstrap_ci(f, seed=0))
             means = {row: cells[(row, ds, m)].mean for row in col}
             finite = [x for x in means.values() if math.isfinite(x)]
             if finite:
@@ -276,8 +279,9 @@ def render_csv(lb: Leaderboard) -> str:
     """Long format, one line per (table, method, dataset, metric); values as fractions."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "method", "dataset", "metric", "mean", "std", "n", "n_nan", "star", "best",
-                "p_vs_best_other", "best_other", "weights", "slice_rule", "run"])
+    w.writerow(["table", "method", "dataset", "metric", "mean", "std", "ci95_low", "ci95_high", "n",
+                "n_nan", "star", "best", "best_other", "p_ttest_vs_best_other",
+                "p_wilcoxon_vs_best_other", "weights", "slice_rule", "run"])
     for t in lb.tables:
         for row in t.rows:
             for d in t.datasets:
@@ -286,8 +290,9 @@ def render_csv(lb: Leaderboard) -> str:
                     if c is None:
                         continue
                     run = t.runs[(row, d)]
-                    w.writerow([t.title, row, d, m, repr(c.mean), repr(c.std), c.n, c.n_nan,
-                                int(c.star), int(c.best), repr(c.p), c.best_other or "",
+                    w.writerow([t.title, row, d, m, repr(c.mean), repr(c.std), repr(c.ci[0]),
+                                repr(c.ci[1]), c.n, c.n_nan, int(c.star), int(c.best),
+                                c.best_other or "", repr(c.p), repr(c.p_wilcoxon),
                                 _describe_weights(t.weights),
                                 (t.definitions or {}).get("slice_rule", ""), str(run.path)])
     return buf.getvalue()

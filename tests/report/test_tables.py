@@ -121,3 +121,16 @@ def test_missing_files_are_named(tmp_path, make_run, table_values):
         find_runs([tmp_path / "empty"])
     with pytest.raises(RunDirError, match="no such run folder"):
         find_runs([tmp_path / "absent"])
+
+
+def test_csv_reports_wilcoxon_and_bootstrap(tmp_path, make_run, table_values):
+    from scipy.stats import wilcoxon
+
+    from adbench.stats import bootstrap_ci
+    build(make_run, table_values)
+    rows = list(csv.DictReader(io.StringIO(render_csv(build_leaderboard(find_runs([tmp_path / "runs"]))))))
+    r = next(x for x in rows if x["method"] == "alpha" and x["metric"] == "auroc")
+    a, b = table_values["alpha"]["auroc"], table_values["beta"]["auroc"]
+    assert float(r["p_wilcoxon_vs_best_other"]) == pytest.approx(wilcoxon(a, b).pvalue)
+    assert (float(r["ci95_low"]), float(r["ci95_high"])) == pytest.approx(bootstrap_ci(a, seed=0))
+    assert float(r["ci95_low"]) < np.mean(a) < float(r["ci95_high"])
