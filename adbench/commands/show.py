@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import ConfigError, merge_section, parse_sets
 from ..io import atomic_path
-from ..plugins import get_registry
+from ..plugins import UnknownNameError, get_registry
 
 __all__ = ["add_parser", "main", "show"]
 
@@ -71,6 +71,9 @@ def show(dataset: str, out: str | Path, *, n: int = 6, split: str = "test",
     spec = get_registry().dataset(dataset)
     if split not in spec.splits:
         raise ConfigError(f"dataset {dataset!r} has no {split!r} split (it provides {list(spec.splits)})")
+    if preset is not None and preset not in spec.presets and preset != "default":
+        raise UnknownNameError(f"unknown preset {preset!r} for dataset {dataset!r}; its presets: "
+                               f"{', '.join(sorted(spec.presets)) or '(none)'}")
     layer = {"data_root": str(data_root)} if data_root is not None else {}
     extra = {"progress": progress} if "progress" in spec.default_config else {}
     cfg = merge_section(f"dataset {dataset!r}", spec.default_config, spec.presets, preset,

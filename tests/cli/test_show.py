@@ -31,6 +31,7 @@ def test_show_writes_a_png_with_lesion_contours(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("argv,needle", [
     (["--set", "n_tset=1"], "n_test"),            # unknown key: names the closest valid one
     (["--split", "test", "--n", "0"], "--n"),
+    (["--preset", "gpu-qiuck"], "gpu-quick"),     # unknown preset: lists the dataset's presets
 ])
 def test_show_errors_name_the_problem(tmp_path, monkeypatch, capsys, argv, needle):
     monkeypatch.setenv("ADBENCH_CACHE", str(tmp_path / "cache"))
