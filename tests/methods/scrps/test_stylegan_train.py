@@ -144,3 +144,26 @@ def test_smoke_preset_on_160x128(tmp_path):
     with torch.no_grad():
         img = G.synthesis(G.mapping.w_avg.expand(1, 12, -1), noise_mode="none")
     assert img.shape == (1, 1, 160, 128) and torch.isfinite(img).all()
+
+
+@pytest.mark.slow
+def test_cli_trains_on_synth_smoke_and_resumes(tmp_path, monkeypatch, capsys):
+    from adbench.methods.scrps import train as cli
+    from adbench.methods.scrps.stylegan2 import generator_from_config
+
+    monkeypatch.setenv("ADBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sg"
+    args = ["--dataset", "synth", "--preset", "smoke", "--out", str(out), "--no-progress",
+            "--set", "iterations=1", "--set", "num_samples=2"]
+    assert cli.main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["num_ws"] == 12 and summary["n_slices"] > 0
+    G = generator_from_config(json.loads((out / "generator.json").read_text()))
+    G.load_state_dict(torch.load(out / "generator.pt", weights_only=True))
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["stylegan"]["iterations"] == 1 and saved["dataset"] == "synth"
+    # a second call with more iterations resumes from the checkpoint
+    assert cli.main(args[:-4] + ["--set", "iterations=2", "--set", "num_samples=2"]) == 0
+    assert int(torch.load(out / CHECKPOINT_NAME, weights_only=True)["iteration"]) == 2
+    with pytest.raises(SystemExit, match="--set"):
+        cli.main(args + ["--set", "oops"])
