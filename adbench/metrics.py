@@ -37,6 +37,7 @@ METRICS = ("auroc", "dice_max", "auprc")
 STD_DDOF = 1  # sample standard deviation over volumes, as the paper's "mean ± std"
 SLICE_SCORE = "p99"  # slice score = 99th percentile of the map inside the slice's brain mask
 _SLICE_REDUCTIONS = ("p99", "max", "mean")
+_CHUNK = 1 << 20
 
 
 def _validate(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +168,11 @@ def pooled_dice_max(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[flo
     counts = np.zeros(t.size + 1, dtype=np.int64)
     for scores, labels in pairs:
         s, y = _validate(scores, labels)
-        neg = np.sort(s[~y])  # sorted keys make searchsorted cache-friendly
-        counts += np.bincount(np.searchsorted(t, neg, side="right"), minlength=t.size + 1)
+        neg = s[~y]
+        neg.sort()  # in place; sorted keys make searchsorted cache-friendly
+        for start in range(0, neg.size, _CHUNK):  # bounds the int64 index array
+            idx = np.searchsorted(t, neg[start:start + _CHUNK], side="right")
+            counts += np.bincount(idx, minlength=t.size + 1)
     fp = np.cumsum(counts[::-1])[::-1][1:]
     dice = 2.0 * tp / (tp + fp + pos.size)
     k = len(dice) - 1 - int(np.argmax(dice[::-1]))
