@@ -128,11 +128,14 @@ def weights_key(weights: Any) -> tuple[tuple[str, str], ...]:
     """Comparable fingerprint of a run's weights provenance: ((backbone, identity), ...).
 
     identity is ``sha256:<hex>`` when known (the same file from env, path or torchvision's
-    cache is the same weights), else ``source:<source>``. Empty for runs without weights.
+    cache is the same weights), else ``source:<source>`` (plus `` seed:<n>`` for seeded random
+    weights). Empty for runs without weights.
     """
     out = set()
     for backbone, d in _provenance_dicts(weights):
         ident = f"sha256:{d['sha256']}" if d.get("sha256") else f"source:{d.get('source')}"
+        if not d.get("sha256") and d.get("seed") is not None:  # seeded random weights differ by seed
+            ident += f" seed:{d['seed']}"
         out.add((backbone, ident))
     return tuple(sorted(out))
 

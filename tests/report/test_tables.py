@@ -74,6 +74,12 @@ def test_different_weights_never_share_a_table(tmp_path, make_run, table_values)
     md = render_markdown(lb)
     assert md.startswith("> **WARNING: runs used different pretrained weights")
     assert "source:random" in md
+    make_run("gamma", "synthA", table_values["alpha"], seed=1,
+             weights={"perceptual": {**VGG_RANDOM["perceptual"], "seed": 1}})
+    make_run("gamma", "synthA", table_values["alpha"], seed=2,
+             weights={"perceptual": {**VGG_RANDOM["perceptual"], "seed": 2}})
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    assert len(lb.tables) == 4  # random weights drawn with different seeds are different weights
 
 
 def test_same_weights_from_different_sources_share_a_table(tmp_path, make_run, table_values):
