@@ -266,8 +266,16 @@ def run(method: str, dataset: str, *, output: str | Path = "runs", quiet: bool =
 def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False) -> Path:
     reg = spec.registry or get_registry()
     dspec, tspec = reg.dataset(spec.dataset), reg.dataset(spec.train_on)
-    test_ds = dspec.factory(**spec.dataset_config)
-    train_ds = test_ds if spec.train_on == spec.dataset else tspec.factory(**spec.train_config)
+
+    def build(ds_spec, cfg):
+        # A dataset that generates or downloads shows progress unless --quiet; only a
+        # presentation choice, so it is not part of the recorded config.
+        if "progress" in ds_spec.default_config and cfg.get("progress") is None:
+            cfg = {**cfg, "progress": not quiet}
+        return ds_spec.factory(**cfg)
+
+    test_ds = build(dspec, spec.dataset_config)
+    train_ds = test_ds if spec.train_on == spec.dataset else build(tspec, spec.train_config)
     test_subjects = test_ds.subjects("test")
     if not test_subjects and not test_ds.problems("test"):
         raise DataError(f"dataset {spec.dataset!r} lists no test subjects "
