@@ -26,6 +26,7 @@ h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
 table.lb{border-collapse:collapse;margin:.5rem 0;font-variant-numeric:tabular-nums}
 table.lb th,table.lb td{border-bottom:1px solid #ccc;padding:.3rem .7rem;text-align:right}
 table.lb th:first-child,table.lb td:first-child{text-align:left}
+table.lb th[colspan]{text-align:center}
 table.lb th.sortable{cursor:pointer;user-select:none} table.lb th.sortable:hover{background:#eef}
 table.lb th[aria-sort=ascending]::after{content:" \\25B2"}
 table.lb th[aria-sort=descending]::after{content:" \\25BC"}
