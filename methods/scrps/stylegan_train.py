@@ -300,7 +300,8 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         say(f"{ckpt_path}: complete at iteration {int(state['iteration'])}, not training")
         return G_ema.to(dev)
 
-    G.to(dev), D.to(dev), G_ema.to(dev)
+    for m in (G, D, G_ema):
+        m.to(dev)
     b0, b1 = cfg["betas"]
     ratios = {"G": cfg["pl_interval"] / (cfg["pl_interval"] + 1) if cfg["pl_weight"] > 0 else 1.0,
               "D": cfg["r1_interval"] / (cfg["r1_interval"] + 1) if cfg["r1_gamma"] > 0 else 1.0}
@@ -312,8 +313,8 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
     start, pl_mean = 0, torch.zeros((), device=dev)
     records: list[dict] = []
     if state is not None:
-        G.load_state_dict(state["G"]), D.load_state_dict(state["D"]), G_ema.load_state_dict(state["G_ema"])
-        opt_G.load_state_dict(state["G_opt"]), opt_D.load_state_dict(state["D_opt"])
+        for m, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "G_opt"), (opt_D, "D_opt")):
+            m.load_state_dict(state[key])
         start, pl_mean = int(state["iteration"]), state["pl_mean"].to(dev)
         if world == 1 and int(state["world_size"]) == 1:
             for name, g in gens.items():
@@ -368,7 +369,8 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
             ang = (torch.rand(local_batch, device=dev, generator=gens["aug"]) * 2 - 1) * deg
             apply = torch.rand(local_batch, device=dev, generator=gens["aug"]) < cfg["rotate_prob"]
             real = torch.where(apply[:, None, None, None], rotate_images(real, ang), real)
-        G.requires_grad_(False), D.requires_grad_(True)
+        G.requires_grad_(False)
+        D.requires_grad_(True)
         z, z2 = latents(local_batch)
         with torch.no_grad(), autocast():
             fake = synth(_mixed_ws(G, z, z2, mix, gens["latent"]), noise_mode, noise_gen)
@@ -379,7 +381,9 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         loss_D.backward()
         _sync_grads(D, world)
         opt_D.step()
-        track("loss_D", loss_D), track("real_logit", real_logits.mean()), track("fake_logit", fake_logits.mean())
+        track("loss_D", loss_D)
+        track("real_logit", real_logits.mean())
+        track("fake_logit", fake_logits.mean())
         # ---- D: lazy R1 on the reals, weighted by the interval
         if cfg["r1_gamma"] > 0 and it % cfg["r1_interval"] == 0:
             with autocast():
@@ -390,7 +394,8 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
             opt_D.step()
             track("r1", r1.mean())
         # ---- G: non-saturating loss with style mixing
-        G.requires_grad_(True), D.requires_grad_(False)
+        G.requires_grad_(True)
+        D.requires_grad_(False)
         z, z2 = latents(local_batch)
         with autocast():
             ws = _mixed_ws(G, z, z2, mix, gens["latent"])
