@@ -25,7 +25,7 @@ h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
  margin:.5rem 0;font-weight:600}
 table.lb{border-collapse:collapse;margin:.5rem 0;font-variant-numeric:tabular-nums}
 table.lb th,table.lb td{border-bottom:1px solid #ccc;padding:.3rem .7rem;text-align:right}
-table.lb th:first-child,table.lb td:first-child{text-align:left}
+table.lb .method{text-align:left}
 table.lb th[colspan]{text-align:center}
 table.lb th.sortable{cursor:pointer;user-select:none} table.lb th.sortable:hover{background:#eef}
 table.lb th[aria-sort=ascending]::after{content:" \\25B2"}
@@ -86,7 +86,7 @@ def _table_html(t: Table, idx: int) -> str:
     k = len(t.metrics)
     tid = f"lb-{idx + 1}"
     out = [f'<table class="lb" id="{tid}"><thead><tr>'
-           f'<th class="sortable" data-col="0" rowspan="2">Method</th>']
+           f'<th class="sortable method" data-col="0" rowspan="2">Method</th>']
     out += [f'<th colspan="{k}">{_e(d)}</th>' for d in t.datasets]
     out.append("</tr><tr>")
     col = 1
