@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from sklearn.metrics import roc_curve
 
 from adbench.report.figures import pick_slices, roc_points, write_run_figures
