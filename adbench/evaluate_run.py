@@ -114,6 +114,7 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
     for r in rows:  # a volume with no evaluated slice has no extras: NaN, not a missing cell
         for k in extra_keys:
             r.setdefault(k, math.nan)
+    rows.sort(key=lambda r: r["subject"])  # the order `adbench evaluate` writes, for byte equality
     write_per_volume(run_dir / "per_volume.csv", rows)
     timings["predict_s"] = t_pred
     timings["predict_s_per_slice"] = t_pred / max(n_slices_pred, 1)
@@ -142,7 +143,7 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
     if spec.runner["figures"]:
         try:
             from .report.figures import write_run_figures
-            write_run_figures(run_dir, figure_volumes)
+            write_run_figures(run_dir, figure_volumes, slice_rule=rule)
         except ImportError:  # reporting layer not installed in a minimal build
             log.info("figures skipped: adbench.report is unavailable")
     return summary
