@@ -46,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--modes", default="eager", help="comma-separated: eager, compile")
     p.add_argument("--compile", action="store_true", help="same as --modes eager,compile")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the precision")
-    p.add_argument("--blocks", default=None, help="VGG16 blocks of the loss (default: the preset's)")
+    p.add_argument("--blocks", default=None,
+                   help="VGG16 blocks of the loss (default: the preset's; given, the perceptual term is on)")
     p.add_argument("--weights", default="random", help="VGG16 weights (throughput is the same)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dataset", default=None, help="use real training slices of this dataset")
@@ -95,7 +96,10 @@ def main(argv=None) -> int:
                   channels=sg["channels"], fused_modconv=sg["fused_modconv"]).to(dev)
     with torch.no_grad():
         G.mapping.w_avg.copy_(G.mapping(torch.randn(1000, G.z_dim, device=dev))[:, 0].mean(0))
-    loss_fn = PerceptualLoss(weights=args.weights, mode=method["perceptual_mode"], blocks=blocks).to(dev)
+    # The preset's loss: perceptual_weight 0 is MSE-only (no VGG16), unless --blocks asks for it.
+    pw = float(method["perceptual_weight"]) if not args.blocks else max(float(method["perceptual_weight"]), 1.0)
+    loss_fn = (PerceptualLoss(weights=args.weights, mode=method["perceptual_mode"], blocks=blocks).to(dev)
+               if pw > 0 else None)
     n = max(batch_sizes)
     if args.dataset:
         from adbench.runner import load_split
@@ -109,9 +113,9 @@ def main(argv=None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
     G.requires_grad_(False)
     ws = G.mapping.w_avg[None, None].expand(1, G.num_ws, G.w_dim).clone().requires_grad_(True)
-    feats = loss_fn.features(images[:1])
+    feats = loss_fn.features(images[:1]) if loss_fn is not None else None
     with FlopCounterMode(display=False) as fc:
-        _sample_losses(G, loss_fn, ws, images[:1], feats, method["mse_weight"]).sum().backward()
+        _sample_losses(G, loss_fn, ws, images[:1], feats, method["mse_weight"], pw).sum().backward()
     flops = int(fc.get_total_flops())
 
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
                      if frag in name and prec == args.precision), None)
 
     def timed(x: torch.Tensor, compile: bool) -> float:
-        kw = dict(lr=method["inversion_lr"], mse_weight=method["mse_weight"],
+        kw = dict(lr=method["inversion_lr"], mse_weight=method["mse_weight"], perceptual_weight=pw,
                   precision=args.precision, compile=compile)
         invert(G, x, loss_fn, steps=args.warmup, **kw)
         sync(dev)
@@ -153,7 +157,8 @@ def main(argv=None) -> int:
         "device": str(dev), "device_name": name, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "preset": args.preset, "precision": args.precision,
         "generator": {"channels": G.channels, "num_ws": G.num_ws, "w_dim": G.w_dim},
-        "perceptual": {"mode": method["perceptual_mode"], "blocks": list(blocks)},
+        "perceptual": ({"weight": pw, "mode": method["perceptual_mode"], "blocks": list(blocks)}
+                       if loss_fn is not None else {"weight": 0.0, "blocks": []}),
         "images": args.dataset or "phantoms", "steps": args.steps, "warmup": args.warmup,
         "flops_per_image_step": flops, "gflops_per_image_step": round(flops / 1e9, 3),
         "peak_tflops": round(peak / 1e12, 1) if peak else "unknown",

@@ -36,6 +36,8 @@ class SCRPS(ReconstructionDetector):
     stylegan_config        overrides of that preset (dict; None: none)
     inversion_steps        Adam steps per slice (2,000);  inversion_lr (0.01)
     mse_weight             λ_mse of Eq. 1 (10)
+    perceptual_weight      weight of L_percept in Eq. 1 (1; 0 = MSE-only inversion without VGG16,
+                           a cheap non-paper setting for CPU presets)
     perceptual_mode        "lpips" (normalised VGG16 features with the lpips heads, ref. [31])
                            or "eq2" (Eq. 2 literally: raw features, ||·||² / N_j)
     perceptual_blocks      VGG16 blocks of the inversion loss (Eq. 2: all five)
@@ -54,7 +56,8 @@ class SCRPS(ReconstructionDetector):
 
     def __init__(self, stylegan: str = "paper", stylegan_config: dict | None = None,
                  inversion_steps: int = 2000, inversion_lr: float = 0.01, mse_weight: float = 10.0,
-                 perceptual_mode: str = "lpips", perceptual_blocks: tuple | list = (1, 2, 3, 4, 5),
+                 perceptual_weight: float = 1.0, perceptual_mode: str = "lpips",
+                 perceptual_blocks: tuple | list = (1, 2, 3, 4, 5),
                  inversion_batch_size: int = 32, repository_fraction: float = 0.05,
                  repository_chunk: int = 64, k1: int = 100, k2: int = 20, l1: int = 6, l2: int = 9,
                  two_stage: bool = True, weights: str = "imagenet", precision: str = "fp32",
@@ -65,6 +68,7 @@ class SCRPS(ReconstructionDetector):
         self.inversion_steps = inversion_steps
         self.inversion_lr = inversion_lr
         self.mse_weight = mse_weight
+        self.perceptual_weight = perceptual_weight
         self.perceptual_mode = perceptual_mode
         self.perceptual_blocks = perceptual_blocks
         self.inversion_batch_size = inversion_batch_size
@@ -94,6 +98,8 @@ class SCRPS(ReconstructionDetector):
     def _validate(self) -> None:
         if self.perceptual_mode not in ("lpips", "eq2"):
             raise ValueError(f"SCRPS perceptual_mode={self.perceptual_mode!r}: expected 'lpips' or 'eq2'")
+        if float(self.perceptual_weight) < 0:
+            raise ValueError(f"SCRPS perceptual_weight={self.perceptual_weight}: expected >= 0 (paper: 1)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"SCRPS precision={self.precision!r}: expected one of {PRECISIONS}")
         for name in ("inversion_steps", "inversion_batch_size", "repository_chunk", "k1", "k2"):
@@ -115,7 +121,8 @@ class SCRPS(ReconstructionDetector):
         """What determines a code besides the image (checked when a repository build resumes)."""
         return {"generator_sha256": tensor_hash(self.generator_),
                 "steps": int(self.inversion_steps), "lr": float(self.inversion_lr),
-                "mse_weight": float(self.mse_weight), "perceptual_mode": self.perceptual_mode,
+                "mse_weight": float(self.mse_weight),
+                "perceptual_weight": float(self.perceptual_weight), "perceptual_mode": self.perceptual_mode,
                 "perceptual_blocks": [int(b) for b in self.perceptual_blocks],
                 "weights": str(self.weights), "precision": self.precision}
 
@@ -149,8 +156,11 @@ class SCRPS(ReconstructionDetector):
 
     def _invert(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         dev = torch.device(ctx.device)
-        return invert(self.generator_, x, self._module("loss", dev), steps=int(self.inversion_steps),
+        w = float(self.perceptual_weight)
+        loss_fn = self._module("loss", dev) if w > 0 else None   # w = 0: no VGG16 at all
+        return invert(self.generator_, x, loss_fn, steps=int(self.inversion_steps),
                       lr=float(self.inversion_lr), mse_weight=float(self.mse_weight),
+                      perceptual_weight=w,
                       batch_size=int(self.inversion_batch_size), precision=self.precision,
                       compile=bool(self.compile), progress=ctx.progress)
 
@@ -170,7 +180,12 @@ class SCRPS(ReconstructionDetector):
                                seed=ctx.seed, progress=ctx.progress, log=ctx.log)
         self.generator_ = G.to(dev).eval().requires_grad_(False)
         self._validate_layers(G.num_ws)
-        self.weights_info_ = self._module("loss", dev).weights_info
+        if self.perceptual_weight > 0:
+            self.weights_info_ = self._module("loss", dev).weights_info
+        elif self.retrieved_perceptual:
+            self.weights_info_ = self._module("score", dev).weights_info
+        else:
+            self.weights_info_ = {"backbone": None, "source": "none (perceptual_weight=0)"}
         ctx.log.info("SCRPS: inverting %.1f%% of %d training slices into the latent repository",
                      100 * self.repository_fraction, len(train))
         folder = None if ctx.workdir is None else Path(ctx.workdir) / "repository"

@@ -33,17 +33,21 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _sample_losses(G, loss_fn, ws: torch.Tensor, target: torch.Tensor, feats: list,
-                   mse_weight: float) -> torch.Tensor:
-    """Per-sample Eq. 1 loss (B,) for codes ``ws`` (B, L, D) against ``target`` (B, 1, H, W)."""
+def _sample_losses(G, loss_fn, ws: torch.Tensor, target: torch.Tensor, feats: list | None,
+                   mse_weight: float, perceptual_weight: float = 1.0) -> torch.Tensor:
+    """Per-sample Eq. 1 loss (B,) for codes ``ws`` (B, L, D) against ``target`` (B, 1, H, W).
+
+    ``loss_fn`` None drops the perceptual term (MSE-only inversion, a cheap CPU setting)."""
     img = G.synthesis(ws, noise_mode="none")
-    perceptual = loss_fn.from_features(img, feats).float()
     mse = (img.float() - target).pow(2).flatten(1).mean(dim=1)     # (1/N)||X - X̄||²
-    return perceptual + mse_weight * mse
+    if loss_fn is None:
+        return mse_weight * mse
+    return perceptual_weight * loss_fn.from_features(img, feats).float() + mse_weight * mse
 
 
 def invert(G, images: torch.Tensor, loss_fn, *, steps: int = 2000, lr: float = 0.01,
-           mse_weight: float = 10.0, batch_size: int | None = None, init_std: float = 0.0,
+           mse_weight: float = 10.0, perceptual_weight: float = 1.0,
+           batch_size: int | None = None, init_std: float = 0.0,
            generator: torch.Generator | None = None, precision: str = "fp32",
            compile: bool = False, progress: bool = False, return_losses: bool = False):
     """Invert ``images`` into W+ codes of the frozen generator ``G``.
@@ -53,8 +57,10 @@ def invert(G, images: torch.Tensor, loss_fn, *, steps: int = 2000, lr: float = 0
             ``G.num_ws``, ``G.w_dim``). Frozen in place: eval mode, requires_grad False.
         images: (N, 1, H, W) targets in [-1, 1] (moved to G's device).
         loss_fn: a ``PerceptualLoss`` (``features(y) -> list``,
-            ``from_features(x, feats) -> (B,)``), the Eq. 2 term; frozen in place.
+            ``from_features(x, feats) -> (B,)``), the Eq. 2 term; frozen in place. None: no
+            perceptual term (MSE only; not the paper's setting, for quick CPU runs).
         steps, lr, mse_weight: Adam steps, learning rate and λ_mse of Eq. 1.
+        perceptual_weight: factor of L_percept in Eq. 1 (the paper: 1).
         batch_size: images optimised together (None: all N at once).
         init_std: standard deviation of Gaussian noise added to the mean-w start (0: the
             paper's deterministic start at w_avg); drawn from ``generator``.
@@ -75,7 +81,8 @@ def invert(G, images: torch.Tensor, loss_fn, *, steps: int = 2000, lr: float = 0
     if steps < 0:
         raise ValueError(f"invert: steps={steps} must be >= 0")
     G.eval().requires_grad_(False)
-    loss_fn.eval().requires_grad_(False)
+    if loss_fn is not None:
+        loss_fn.eval().requires_grad_(False)
     device = G.mapping.w_avg.device
     n = images.shape[0]
     bs = n if batch_size is None else int(batch_size)
@@ -87,7 +94,7 @@ def invert(G, images: torch.Tensor, loss_fn, *, steps: int = 2000, lr: float = 0
     for start in range(0, n, bs):
         target = images[start:start + bs].to(device, torch.float32)
         c, lh = _invert_batch(G, target, loss_fn, loss_of, steps=steps, lr=lr,
-                              mse_weight=mse_weight, init_std=init_std, generator=generator,
+                              mse_weight=mse_weight, perceptual_weight=perceptual_weight, init_std=init_std, generator=generator,
                               precision=precision, progress=progress,
                               desc=f"inversion {start + len(target)}/{n}")
         codes.append(c)
@@ -98,12 +105,15 @@ def invert(G, images: torch.Tensor, loss_fn, *, steps: int = 2000, lr: float = 0
     return out
 
 
-def _invert_batch(G, target, loss_fn, loss_of, *, steps, lr, mse_weight, init_std, generator,
+def _invert_batch(G, target, loss_fn, loss_of, *, steps, lr, mse_weight, perceptual_weight,
+                  init_std, generator,
                   precision, progress, desc):
     device = target.device
     b = target.shape[0]
-    with torch.no_grad(), _autocast(device, precision):
-        feats = loss_fn.features(target)          # target features once, not per step
+    feats = None
+    if loss_fn is not None:
+        with torch.no_grad(), _autocast(device, precision):
+            feats = loss_fn.features(target)      # target features once, not per step
     start = G.mapping.w_avg.detach().float()[None, None].expand(b, G.num_ws, G.w_dim).clone()
     if init_std > 0:
         noise = torch.randn(start.shape, generator=generator, device="cpu" if generator is None
@@ -121,7 +131,7 @@ def _invert_batch(G, target, loss_fn, loss_of, *, steps, lr, mse_weight, init_st
     t0 = time.perf_counter()
     for step in range(steps):
         with _autocast(device, precision):
-            per_sample = loss_of(G, loss_fn, ws, target, feats, mse_weight)
+            per_sample = loss_of(G, loss_fn, ws, target, feats, mse_weight, perceptual_weight)
         opt.zero_grad(set_to_none=True)
         # Sum, not mean: each sample's gradient is that of its own loss (module docstring).
         per_sample.sum().backward()

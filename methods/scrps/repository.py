@@ -162,7 +162,7 @@ def build_repository(images: torch.Tensor, subjects: list[str], z: np.ndarray,
                 with atomic_path(path) as tmp:
                     save_file({"codes": codes, "index": torch.as_tensor(pos, dtype=torch.long)}, str(tmp))
         parts.append(codes)
-        log.debug("repository chunk %d/%d stored (%d codes)", c + 1, n_chunks, len(pos))
+        log.info("repository chunk %d/%d stored (%d codes)", c + 1, n_chunks, len(pos))
         if on_chunk is not None:
             on_chunk(c, n_chunks)
     return Repository(codes=torch.cat(parts), index=sel, subjects=selection["subjects"],

@@ -65,6 +65,21 @@ def test_loss_decreases_on_average(setup):
     assert final.mean() <= curve[-1] + 1e-4
 
 
+def test_mse_only_inversion_matches_its_oracle(setup):
+    """loss_fn=None: Eq. 1 without the perceptual term; the recorded losses are exactly
+    mse_weight x the mean squared error of the images the codes generate at each step."""
+    G, _, targets = setup
+    codes, losses = invert(G, targets[:2], None, steps=12, lr=0.05, mse_weight=3.0, return_losses=True)
+    assert losses[-1].mean() < losses[0].mean()
+    with torch.no_grad():
+        img = G.synthesis(codes, noise_mode="none")
+    final = 3.0 * (img - targets[:2]).pow(2).flatten(1).mean(1)
+    assert torch.all(final <= losses[0] + 1e-6)
+    with torch.no_grad():
+        start = G.synthesis(G.mapping.w_avg[None, None].expand(2, G.num_ws, G.w_dim), noise_mode="none")
+    assert torch.allclose(losses[0], 3.0 * (start - targets[:2]).pow(2).flatten(1).mean(1), atol=1e-6)
+
+
 def test_start_is_w_avg_and_generator_frozen(setup):
     G, loss_fn, targets = setup
     same = invert(G, targets[:2], loss_fn, steps=0)
