@@ -43,7 +43,8 @@ class SCRPS(ReconstructionDetector):
     perceptual_blocks      VGG16 blocks of the inversion loss (Eq. 2: all five)
     inversion_batch_size   slices optimised together (batch-independent, see inversion.py)
     repository_fraction    fraction of training slices inverted into M (0.05; 1.0 = all)
-    repository_chunk       slices per resumable repository chunk file
+    repository_chunk       slices per resumable repository chunk file (rounded up to a multiple
+                           of inversion_batch_size)
     k1, k2, l1             retrieval: top K1 on layers [0, L1), top K2 of those on [L1, L) (100, 20, 6)
     l2                     swap start: layers [L2, L) come from the fused code (9; 0 = all fused)
     two_stage              coarse-to-fine retrieval (True) or one-stage top K2 on the whole code
@@ -116,6 +117,12 @@ class SCRPS(ReconstructionDetector):
         if not 0 <= int(self.l2) <= num_ws:
             raise ValueError(f"SCRPS l2={self.l2}: expected 0 <= l2 <= {num_ws} (the generator's "
                              f"W+ layers)")
+
+    def _chunk_size(self) -> int:
+        """``repository_chunk`` rounded up to a multiple of the inversion batch: a chunk is
+        inverted as a unit, so a smaller chunk would cap the batch (and the GPU's throughput)."""
+        bs = int(self.inversion_batch_size)
+        return -(-int(self.repository_chunk) // bs) * bs
 
     def _inversion_meta(self) -> dict:
         """What determines a code besides the image (checked when a repository build resumes)."""
@@ -192,7 +199,7 @@ class SCRPS(ReconstructionDetector):
         self.repository_ = build_repository(
             train.images, train.subjects, train.z, lambda imgs: self._invert(imgs, ctx), folder,
             fraction=float(self.repository_fraction), generator=ctx.generator(offset=1),
-            chunk_size=int(self.repository_chunk), meta=self._inversion_meta(), log=ctx.log)
+            chunk_size=self._chunk_size(), meta=self._inversion_meta(), log=ctx.log)
         if len(self.repository_) < self.k1:
             ctx.log.warning("SCRPS: the repository has %d codes, fewer than k1=%d; retrieval keeps "
                             "min(k, %d)", len(self.repository_), self.k1, len(self.repository_))
