@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--modes", default="eager", help="comma-separated: eager, compile")
     p.add_argument("--compile", action="store_true", help="same as --modes eager,compile")
+    p.add_argument("--single-mode", default="same", choices=["same", "eager"],
+                   help="one-at-a-time baseline in the same mode as the batch, or always eager "
+                        "(saves compiling a B=1 graph)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for the precision")
     p.add_argument("--blocks", default=None,
                    help="VGG16 blocks of the loss (default: the preset's; given, the perceptual term is on)")
@@ -140,13 +143,15 @@ def main(argv=None) -> int:
             x = images[:b]
             t_batch = timed(x, mode == "compile")
             k = min(args.single, b)
-            t_single = sum(timed(x[i:i + 1], mode == "compile") for i in range(k))
+            single_compiled = mode == "compile" and args.single_mode == "same"
+            t_single = sum(timed(x[i:i + 1], single_compiled) for i in range(k))
             rate = b * args.steps / t_batch
             rate1 = k * args.steps / t_single
             results.append({
                 "mode": mode, "batch_size": b, "seconds": round(t_batch, 4),
                 "img_steps_per_s": round(rate, 3),
                 "one_at_a_time_img_steps_per_s": round(rate1, 3), "one_at_a_time_slices": k,
+                "one_at_a_time_mode": "compile" if single_compiled else "eager",
                 "batched_over_one_at_a_time": round(rate / rate1, 3),
                 "achieved_tflops": round(rate * flops / 1e12, 4),
                 "fraction_of_peak": round(rate * flops / peak, 5) if peak else "unknown",
