@@ -7,9 +7,9 @@ The minimax facility-location coreset is approximated by the greedy k-center rul
 where psi is a Johnson-Lindenstrauss random projection (:func:`random_projection`) that makes
 each distance cheaper while preserving the geometry up to a small distortion.
 
-Cost: k iterations, each one fused matrix-vector product over the N projected points
+Cost: k iterations, each one fused row-vector x (d+1, N) product over the N projected points
 (O(N d)), so O(N k d) time and O(N d) memory; no N x N matrix is ever formed. The points are
-kept transposed (d, N) because a row-vector times a (d, N) matrix streams memory contiguously
+kept transposed because a row vector times a (d, N) matrix streams memory contiguously
 (about 3x faster on CPU than (N, d) @ (d,)). The loop never synchronises with the host, so on
 a GPU it is bound by memory bandwidth only.
 """
@@ -74,19 +74,23 @@ def greedy_coreset(x: torch.Tensor, k: int, *, start: int = 0) -> torch.Tensor:
         return torch.empty(0, dtype=torch.long, device=x.device)
     if not 0 <= start < n:
         raise ValueError(f"greedy_coreset: start index {start} outside 0..{n - 1}")
-    xt = x.float().t().contiguous()                      # (d, N)
-    sq = xt.pow(2).sum(0)                                # (N,)
+    d = x.shape[1]
+    # Augmented (d+1, N) matrix [x^T; 1]: with c' = [-2c; |c|^2], one addmm on |x|^2 gives
+    # |x - c|^2 for every point. Three full passes per step (addmm, minimum, argmax): on a
+    # loaded CPU each pass is a parallel region that may wait for a time slice, so fewer wins.
+    xt = torch.ones(d + 1, n, dtype=torch.float32, device=x.device)
+    xt[:d] = x.float().t()
+    sq = xt[:d].pow(2).sum(0, keepdim=True)              # (1, N)
     min_d = torch.full((n,), float("inf"), device=x.device)
     selected = torch.empty(k, dtype=torch.long, device=x.device)
     idx = torch.tensor(start, device=x.device)
-    buf = torch.empty(n, device=x.device)
+    buf = torch.empty(1, n, device=x.device)
     for i in range(k):
         selected[i] = idx
-        c = xt.index_select(1, idx.view(1))              # (d, 1)
-        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, written into one reused buffer
-        torch.matmul(c.t(), xt, out=buf.view(1, n))
-        buf.mul_(-2.0).add_(sq).add_(c.pow(2).sum())
-        torch.minimum(min_d, buf, out=min_d)
+        c = xt[:d].index_select(1, idx.view(1))          # (d, 1)
+        cp = torch.cat([c * -2.0, c.pow(2).sum(0, keepdim=True)]).t()   # (1, d+1)
+        torch.addmm(sq, cp, xt, out=buf)
+        torch.minimum(min_d, buf[0], out=min_d)
         # a selected point can never be chosen again, even among exact duplicates
         min_d.index_fill_(0, idx.view(1), -1.0)
         idx = torch.argmax(min_d)
