@@ -7,7 +7,7 @@ skipped (or made fatal by ``--strict``) instead of crashing a run halfway.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,16 @@ AFFINE_ATOL = 1e-3
 def problem(subject: str, path: str | Path, reason: str) -> dict[str, str]:
     """A listing problem as ``Dataset.problems`` returns it (api: subject, path, reason)."""
     return {"subject": str(subject), "path": str(path), "reason": reason}
+
+
+def listed_entry(found: dict[str, Any], problems: list[dict], subject: str, *, dataset: str,
+                 missing: str) -> Any:
+    """The listing entry of ``subject``, or a DataError giving the reason it was left out
+    (from ``problems``) or ``missing`` (e.g. "not found under /data/x")."""
+    if subject in found:
+        return found[subject]
+    why = next((p["reason"] for p in problems if p["subject"] == subject), None)
+    raise DataError(f"dataset {dataset!r}: subject {subject!r} cannot be loaded: {why or missing}")
 
 
 def require_data_root(data_root: str | Path | None, *, dataset: str, expected: str) -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 from adbench.data import DataError, Volume
 from adbench.dataset import Dataset
 from adbench.nifti import load_nifti
-from adbench.validate import (AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
+from adbench.validate import (listed_entry, AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
                               problem, require_data_root, split_duplicates)
 
 __all__ = ["ATLAS2", "mni152_brain_mask"]
@@ -166,12 +166,8 @@ class ATLAS2(Dataset):
                             f"--train-on openbhb")
 
     def _paths(self, subject: str) -> tuple[Path, Path]:
-        found, problems = self._listing()
-        if subject in found:
-            return found[subject]
-        why = next((p["reason"] for p in problems if p["subject"] == subject), None)
-        raise DataError(f"dataset 'atlas': subject {subject!r} cannot be loaded: "
-                        f"{why or 'not found under ' + str(self.training_dir())}")
+        return listed_entry(*self._listing(), subject, dataset="atlas",
+                            missing=f"not found under {self.training_dir()}")
 
     def _brain_path(self, subject: str, t1: Path) -> Path | None:
         if self.brain_mask == "mni152":

@@ -27,7 +27,7 @@ from typing import Any
 from adbench.data import DataError, Volume
 from adbench.dataset import Dataset
 from adbench.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
-from adbench.validate import (check_not_empty, check_same_grid, labels_to_mask, problem,
+from adbench.validate import (listed_entry, check_not_empty, check_same_grid, labels_to_mask, problem,
                               require_data_root)
 
 __all__ = ["BraTS2020", "MODALITIES", "BRATS_LABELS"]
@@ -161,12 +161,8 @@ class BraTS2020(Dataset):
                             f"--train-on openbhb")
 
     def _paths(self, subject: str) -> tuple[Path, Path]:
-        found, problems = self._listing()
-        if subject in found:
-            return found[subject]
-        why = next((p["reason"] for p in problems if p["subject"] == subject), None)
-        raise DataError(f"dataset 'brats': subject {subject!r} cannot be loaded: "
-                        f"{why or 'no such subject folder in ' + str(self.training_dir())}")
+        return listed_entry(*self._listing(), subject, dataset="brats",
+                            missing=f"no such subject folder in {self.training_dir()}")
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, subject: str) -> Volume:

@@ -32,7 +32,7 @@ from typing import Any
 from adbench.data import DataError, Volume
 from adbench.dataset import Dataset
 from adbench.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
-from adbench.validate import (check_not_empty, check_same_grid, labels_to_mask, problem,
+from adbench.validate import (listed_entry, check_not_empty, check_same_grid, labels_to_mask, problem,
                               require_data_root, split_duplicates)
 
 __all__ = ["NiftiFolder"]
@@ -215,11 +215,8 @@ class NiftiFolder(Dataset):
 
     def _row(self, subject: str) -> dict[str, Any]:
         found, problems = self._listing()
-        if subject in found:
-            return found[subject]
-        why = next((p["reason"] for p in problems if p["subject"] == subject), None)
-        raise DataError(f"dataset 'folder': subject {subject!r} cannot be loaded: "
-                        f"{why or 'no such subject under ' + str(self._root())}")
+        return listed_entry(found, [p for _, p in problems], subject, dataset="folder",
+                            missing=f"no such subject under {self._root()}")
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, subject: str) -> Volume:

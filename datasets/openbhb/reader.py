@@ -35,7 +35,7 @@ import numpy as np
 from adbench.data import DataError, Volume
 from adbench.dataset import Dataset
 from adbench.nifti import load_nifti
-from adbench.validate import check_not_empty, require_data_root, split_duplicates
+from adbench.validate import check_not_empty, require_data_root, split_duplicates, listed_entry
 
 __all__ = ["OpenBHB", "FSL_MNI152_1MM_AFFINE", "TEMPLATE_NAME"]
 
@@ -173,12 +173,8 @@ class OpenBHB(Dataset):
                             f"not {split!r}; test on brats, atlas or folder")
 
     def _path(self, subject: str) -> Path:
-        found, problems = self._listing()
-        if subject in found:
-            return found[subject]
-        why = next((p["reason"] for p in problems if p["subject"] == subject), None)
-        raise DataError(f"dataset 'openbhb': subject {subject!r} cannot be loaded: "
-                        f"{why or 'not among the selected scans under ' + str(self._root())}")
+        return listed_entry(*self._listing(), subject, dataset="openbhb",
+                            missing=f"not among the selected scans under {self._root()}")
 
     # -- loading ---------------------------------------------------------------------------
     def npy_grid_affine(self, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
