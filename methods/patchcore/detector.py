@@ -41,6 +41,8 @@ class PatchCore(Detector):
                      max_bank_size x D x 4 bytes and each test patch is compared with all of it.
     projection_dim   JL dimension used by the coreset selection (None: exact distances).
     max_pool         bound on the projected candidate pool (see :mod:`.memory_bank`).
+    pool_reduction   "random" (seeded sample; CPU-practical) or "greedy" (per-batch coreset)
+                     when the candidates exceed max_pool.
     max_cache_mb     host memory for keeping candidate features between the two passes.
     neighbourhood    p of the p x p local aggregation (Eq. 2).
     embed_dim        None: D = sum of layer channels (1280 for VGG16 3-5); else pooled to it.
@@ -54,7 +56,8 @@ class PatchCore(Detector):
                  layers: Sequence[str] = ("block3", "block4", "block5"),
                  weights: str = "imagenet", batch_size: int = 32, coreset_ratio: float = 0.1,
                  max_bank_size: int | None = 20_000, projection_dim: int | None = 128,
-                 max_pool: int | None = 200_000, max_cache_mb: float = 1024,
+                 max_pool: int | None = 200_000, pool_reduction: str = "random",
+                 max_cache_mb: float = 1024,
                  neighbourhood: int = 3, embed_dim: int | None = None,
                  brain_margin: int | None = 3, sigma: float = 4.0, knn: str = "torch",
                  max_train_slices: int | None = None):
@@ -66,6 +69,7 @@ class PatchCore(Detector):
         self.max_bank_size = max_bank_size
         self.projection_dim = projection_dim
         self.max_pool = max_pool
+        self.pool_reduction = pool_reduction
         self.max_cache_mb = max_cache_mb
         self.neighbourhood = neighbourhood
         self.embed_dim = embed_dim
@@ -117,7 +121,8 @@ class PatchCore(Detector):
             projection_dim=self.projection_dim, max_pool=self.max_pool,
             max_bank=self.max_bank_size, batch_size=int(self.batch_size),
             generator=ctx.generator(0), device=ctx.device,
-            max_cache_bytes=int(float(self.max_cache_mb) * 2**20), progress=ctx.progress)
+            max_cache_bytes=int(float(self.max_cache_mb) * 2**20), progress=ctx.progress,
+            pool_reduction=self.pool_reduction)
         self.memory_bank_ = bank
         self.grid_ = grid
         self.bank_info_ = info

@@ -7,9 +7,12 @@ volumes x ~100 slices x 40x32 patches x 1280 channels) the full patch set would 
 pass 1  features are extracted batch by batch; the kept patches (see
         ``patch_features.keep_mask``) are JL-projected to ``projection_dim`` and appended to a
         pool of projected vectors with their (slice, position) ids. When the number of
-        patches N exceeds ``max_pool``, each batch is first reduced by its own greedy
-        coreset to a share q = max_pool / N of its patches (the composable "merge-reduce"
-        form of k-center), so the pool never exceeds ~max_pool vectors.
+        patches N exceeds ``max_pool``, each batch is first reduced to a share
+        q = max_pool / N of its patches, so the pool never exceeds ~max_pool vectors:
+        ``pool_reduction="random"`` (default) keeps a seeded uniform sample; "greedy" runs
+        a per-batch greedy coreset (the composable "merge-reduce" form of k-center), which
+        covers rare patches better but costs ~q·N sequential greedy steps — hours on a CPU
+        at OpenBHB scale, so it is for GPUs.
 select  one global greedy coreset on the pool picks M = min(ceil(ratio * N), max_bank, pool)
         patches, on the device.
 pass 2  the full-dimensional vectors of the M chosen patches are gathered. While the kept
@@ -42,7 +45,8 @@ def build_memory_bank(embed: Callable[[torch.Tensor], torch.Tensor], keep: torch
                       ratio: float, projection_dim: int | None, max_pool: int | None,
                       max_bank: int | None, batch_size: int, generator: torch.Generator,
                       device: str | torch.device = "cpu", max_cache_bytes: int = 1 << 30,
-                      progress: bool = False) -> tuple[torch.Tensor, dict]:
+                      progress: bool = False, pool_reduction: str = "random",
+                      ) -> tuple[torch.Tensor, dict]:
     """Greedy-coreset memory bank of the kept patches of N_s slices.
 
     embed      callable(slice indices (b,) int64) → patch features (b, D, h, w) on ``device``.
@@ -50,9 +54,12 @@ def build_memory_bank(embed: Callable[[torch.Tensor], torch.Tensor], keep: torch
     ratio      coreset fraction of the candidate count; max_bank caps it (None: no cap).
     projection_dim  JL dimension d for the distance computations (None: no projection).
     max_pool   bound on the pool of projected candidates (None: no bound).
+    pool_reduction  "random" or "greedy": how a batch is reduced when the pool is bounded.
     returns    (bank (M, D) float32 on the CPU, rows ordered by (slice, position);
                 info dict with n_patches, n_pool, n_bank, pool_reduced, pass2).
     """
+    if pool_reduction not in ("random", "greedy"):
+        raise ValueError(f"PatchCore pool_reduction={pool_reduction!r}: expected 'random' or 'greedy'")
     n_slices, h, w = keep.shape
     hw = h * w
     n_total = int(keep.sum())
@@ -82,7 +89,11 @@ def build_memory_bank(embed: Callable[[torch.Tensor], torch.Tensor], keep: torch
         ids = (idx.view(-1, 1, 1) * hw + pos)[kb]                       # (n_b,)
         p = project(vec, proj)
         if share < 1.0:
-            sel = greedy_coreset(p, coreset_size(len(p), share), start=_randint(len(p), generator))
+            k = coreset_size(len(p), share)
+            if pool_reduction == "greedy":
+                sel = greedy_coreset(p, k, start=_randint(len(p), generator))
+            else:
+                sel = torch.randperm(len(p), generator=generator)[:k].sort().values.to(p.device)
             p, vec, ids = p[sel], vec[sel], ids[sel.cpu()]
         pool_p.append(p.cpu())
         pool_ids.append(ids)

@@ -6,7 +6,7 @@ from .detector import PatchCore
 DEFAULT_CONFIG = {
     "backbone": "vgg16", "layers": ["block3", "block4", "block5"], "weights": "imagenet",
     "batch_size": 32, "coreset_ratio": 0.1, "max_bank_size": 20_000, "projection_dim": 128,
-    "max_pool": 200_000, "max_cache_mb": 1024, "neighbourhood": 3, "embed_dim": None,
+    "max_pool": 200_000, "pool_reduction": "random", "max_cache_mb": 1024, "neighbourhood": 3, "embed_dim": None,
     "brain_margin": 3, "sigma": 4.0, "knn": "torch", "max_train_slices": None,
 }
 
@@ -19,7 +19,8 @@ PRESETS = {
     "default": {},
     # PatchCore's published setting (10% coreset, 3x3 aggregation, JL-128 selection) with the
     # bank capped so the OpenBHB-scale bank stays at 200k x 1280 x 4 B = 1 GB.
-    "paper": {"coreset_ratio": 0.1, "max_bank_size": 200_000, "max_pool": 2_000_000},
+    "paper": {"coreset_ratio": 0.1, "max_bank_size": 200_000, "max_pool": 2_000_000,
+              "pool_reduction": "greedy"},
 }
 
 

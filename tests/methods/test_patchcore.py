@@ -161,10 +161,13 @@ def test_memory_bank_rows_are_chosen_features_and_both_passes_agree():
     # every bank row is one of the kept training patches
     exact = torch.cdist(b1, candidates, compute_mode="donot_use_mm_for_euclid_dist")
     assert exact.min(1).values.max() == 0
-    b3, i3 = build_memory_bank(embed, keep, generator=torch.Generator().manual_seed(0),
-                               ratio=0.5, projection_dim=None, max_pool=40, max_bank=10,
-                               batch_size=3)
-    assert i3["pool_reduced"] and i3["n_pool"] <= 40 + 4 and b3.shape == (10, 12)
+    for reduction in ("random", "greedy"):
+        b3, i3 = build_memory_bank(embed, keep, generator=torch.Generator().manual_seed(0),
+                                   ratio=0.5, projection_dim=None, max_pool=40, max_bank=10,
+                                   batch_size=3, pool_reduction=reduction)
+        assert i3["pool_reduced"] and i3["n_pool"] <= 40 + 4 and b3.shape == (10, 12)
+        exact = torch.cdist(b3, candidates, compute_mode="donot_use_mm_for_euclid_dist")
+        assert exact.min(1).values.max() == 0
 
 
 # -- the detector -------------------------------------------------------------------------
