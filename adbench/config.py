@@ -48,6 +48,8 @@ RUNNER_PRESETS: dict[str, dict[str, Any]] = {
     # smoke asks for random VGG16 weights by name: CI has no ImageNet weights, and the
     # summary records source "random" so such runs never mix with pretrained ones.
     "smoke": {"batch_size": 8, "figures": True, "weights": "random"},
+    # a GPU holds hundreds of slices per predict call (SCRPS inverts the whole batch at once)
+    "gpu-quick": {"batch_size": 256},
 }
 
 SECTIONS = ("method", "dataset", "train", "preprocess", "runner")

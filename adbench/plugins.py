@@ -50,6 +50,9 @@ class MethodSpec:
     description     one line for ``adbench list``.
     presets         preset name → partial config overriding ``default_config``
                     (e.g. "smoke" for CI, "paper" for the published settings).
+    predict_keys    config keys that change only ``predict``, never the fitted state
+                    (e.g. SCRPS's k1, k2, l2). They are left out of the model-cache key, so
+                    an ablation over them reuses one fitted model.
     """
 
     name: str
@@ -58,10 +61,14 @@ class MethodSpec:
     kind: str
     description: str
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predict_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in METHOD_KINDS:
             raise PluginError(f"method {self.name!r}: kind {self.kind!r} is not one of {METHOD_KINDS}")
+        unknown = set(self.predict_keys) - set(self.default_config)
+        if unknown:
+            raise PluginError(f"method {self.name!r}: predict_keys {sorted(unknown)} are not config keys")
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,9 @@ def _make_run_dir(output: Path, spec: RunSpec) -> Path:
 
 
 def _model_key(spec: RunSpec, train_fp: str) -> str:
-    payload = json.dumps({"method": spec.method, "config": spec.method_config, "train": train_fp,
+    predict_only = set((spec.registry or get_registry()).method(spec.method).predict_keys)
+    fit_config = {k: v for k, v in spec.method_config.items() if k not in predict_only}
+    payload = json.dumps({"method": spec.method, "config": fit_config, "train": train_fp,
                           "preprocess": spec.preprocess.to_dict(), "seed": spec.seed,
                           "max_train_volumes": spec.runner["max_train_volumes"]},
                          sort_keys=True, default=str)

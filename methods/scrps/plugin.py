@@ -44,4 +44,6 @@ def adbench_methods():
         name="scrps", factory=SCRPS, default_config=dict(DEFAULT_CONFIG), kind="reconstruction",
         description="StyleGAN2 latent code retrieval and partial swap (Wei et al., MICCAI 2025)",
         presets={k: dict(v) for k, v in PRESETS.items()},
+        # retrieval and swap act at predict time only: ablations reuse the fitted model
+        predict_keys=("k1", "k2", "l1", "l2", "two_stage", "retrieved_perceptual", "retrieval_chunk"),
     )]

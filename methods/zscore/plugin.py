@@ -10,4 +10,5 @@ def adbench_methods():
         name="zscore", factory=ZScore, default_config={"eps": 0.05, "brain_only": True},
         kind="baseline",
         description="voxel-wise z-score against healthy training slices (sanity baseline)",
+        predict_keys=("eps",),  # eps only enters the map, never the fitted mean/std
     )]

@@ -66,6 +66,18 @@ def test_run_writes_the_run_folder_and_reuses_the_model(toy_registry, tmp_path, 
     assert "reusing cached model" in (d2 / "log.txt").read_text()
 
 
+def test_predict_only_keys_reuse_the_fitted_model(toy_registry, tmp_path):
+    out = tmp_path / "runs"
+    base = ["run", "-m", "zscore", "-d", "toy", "-o", str(out), "-q"]
+    assert main(base) == 0
+    assert main(base + ["--set", "eps=0.2"]) == 0          # predict-only key: same fitted model
+    assert main(base + ["--set", "brain_only=false"]) == 0  # fit key: a new model
+    status = [json.loads((d / "summary.json").read_text())["model"]["status"] for d in _run_dirs(out)]
+    assert status == ["fitted", "cached", "fitted"]
+    d1, d2, _ = _run_dirs(out)
+    assert (d1 / "per_volume.csv").read_text() != (d2 / "per_volume.csv").read_text()
+
+
 def test_set_and_config_file_reach_the_method(toy_registry, tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text("method:\n  eps: 0.5\ndataset:\n  n_test: 1\n")
