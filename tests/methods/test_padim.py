@@ -10,26 +10,7 @@ from adbench import Context, SliceSet
 from adbench.methods.padim.detector import PaDiM
 from adbench.methods.padim.gaussian import GaussianAccumulator, mahalanobis
 
-H, W = 64, 64
-
-
-def healthy_slices(n: int, seed: int) -> SliceSet:
-    """Textured ellipses on a -1 background: a stand-in for healthy brain slices."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
-    imgs, brains = [], []
-    for _ in range(n):
-        a, b = 0.8 + 0.05 * torch.rand(2, generator=g)
-        r = (yy / a) ** 2 + (xx / b) ** 2
-        ph = torch.rand(2, generator=g) * 6.28
-        tex = 0.15 * torch.sin(9 * yy + ph[0]) * torch.cos(8 * xx + ph[1])
-        brain = r < 1
-        imgs.append(torch.where(brain, 0.2 - 0.3 * r + tex, torch.tensor(-1.0)))
-        brains.append(brain)
-    brain = torch.stack(brains)
-    return SliceSet(images=torch.stack(imgs)[:, None], brain=brain,
-                    lesion=torch.zeros_like(brain), subjects=[f"s{i}" for i in range(n)],
-                    z=np.arange(n))
+from ellipses import H, W, healthy_slices, with_blob
 
 
 def test_streaming_gaussian_matches_numpy_cov():
@@ -98,10 +79,7 @@ def test_padim_map_agrees_with_scipy_mahalanobis_oracle(fitted):
 
 def test_padim_finds_a_bright_blob(fitted):
     det, _ = fitted
-    x = healthy_slices(2, seed=1).images.clone()
-    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
-    blob = ((yy - 26) ** 2 + (xx - 38) ** 2) < 8 ** 2
-    x[0, 0][blob] = 1.0
+    x, blob = with_blob(healthy_slices(2, seed=1).images)
     pred = det.predict(x)
     assert pred.maps.shape == (2, H, W)
     assert blob.view(-1)[int(pred.maps[0].argmax())], "map maximum is outside the blob"
