@@ -14,3 +14,15 @@ def _offline_private_caches(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("ADBENCH_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("ADBENCH_CACHE", str(tmp_path_factory.mktemp("adbench_cache")))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: small convolutions oversubscribe a 2-core
+    machine badly (about 10x slower) when several processes share it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,6 +10,9 @@ from lpips.lpips import ScalingLayer
 from adbench.features import VGG16_BLOCK_ENDS, FeatureExtractor, GrayToRGB
 from adbench.weights import WeightsError, resolve_backbone, resolve_vgg16
 
+# one torch thread: several test modules' convolutions oversubscribe 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -26,15 +29,6 @@ def close(a: torch.Tensor, b: torch.Tensor) -> None:
 def imagenet_rgb(x: torch.Tensor) -> torch.Tensor:
     """The textbook mapping: [-1,1] → [0,1], three channels, torchvision Normalize."""
     return (((x + 1) / 2).repeat(1, 3, 1, 1) - MEAN) / STD
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two threads on a shared 2-core machine oversubscribe badly (~10x slower convolutions).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,9 @@ from adbench.features import VGG16_BLOCK_ENDS
 from adbench.perceptual import PerceptualLoss, PerceptualScore, lpips_heads_file, unit_normalize
 from adbench.weights import resolve_vgg16
 
+# one torch thread: several test modules' convolutions oversubscribe 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -27,15 +30,6 @@ def brain_like(b: int, h: int, w: int, seed: int) -> torch.Tensor:
     inside = (yy / 0.8) ** 2 + (xx / 0.7) ** 2 < 1
     tex = noise(b, h, w, seed) * 0.3 + 0.2
     return torch.where(inside, tex, torch.full_like(tex, -1.0))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two threads on a shared 2-core machine oversubscribe badly (~10x slower convolutions).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,12 @@ import torchvision
 from adbench import weights as W
 from adbench.weights import WeightsError, file_sha256, resolve_backbone, resolve_vgg16
 
+# one torch thread: several test modules' convolutions oversubscribe 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "weights" / \
     "vgg16_features_imagenet_caffe_tvnorm.pth"
 SHARED_SHA256 = "ac63408a6cfa24cc252131f32eb8e890e6b544f035928126fca50b4775b679b5"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two threads on a shared 2-core machine oversubscribe badly (~10x slower convolutions).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

@@ -14,16 +14,10 @@ from adbench.methods.scrps.stylegan2 import (Discriminator, Generator, Minibatch
 from adbench.methods.scrps.stylegan2_layers import (EqualConv2d, EqualLinear, blur_filter,
                                                     downsample2d, modulated_conv2d, upsample2d)
 
+# one torch thread: several test modules' convolutions oversubscribe 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(z_dim=16, w_dim=16, mapping_layers=2, channel_base=16, channel_max=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: one thread avoids oversubscription spin-waits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_generator(res=(160, 128), **kw) -> Generator:

@@ -12,18 +12,13 @@ from adbench.methods.scrps.stylegan_train import (CHECKPOINT_NAME, STYLEGAN_PRES
                                                   default_stylegan_config, r1_penalty,
                                                   resolve_config, rotate_images, train_stylegan)
 
+# one torch thread: several test modules' convolutions oversubscribe 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY_CFG = dict(z_dim=8, w_dim=8, mapping_layers=2, channel_base=8, channel_max=4, batch_size=4,
                 iterations=4, r1_interval=2, pl_weight=1.0, pl_interval=2, style_mixing_prob=0.9,
                 ema_kimg=0.002, train_noise_mode="random", rotate_prob=0.5, checkpoint_interval=2,
                 log_interval=2, sample_interval=4, num_samples=4)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def ellipses(n: int, h: int = 16, w: int = 8, seed: int = 0) -> torch.Tensor:
