@@ -32,11 +32,11 @@ class Dataset:
     def subjects(self, split: str) -> list[str]:  # pragma: no cover - abstract
         """Subject ids of ``split`` ("train": healthy volumes, "test": volumes with lesion
         masks), in a deterministic order."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement subjects(split)")
 
     def load(self, subject: str) -> Volume:  # pragma: no cover - abstract
         """Read one subject. Raise DataError (naming the file) when it is unusable."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement load(subject)")
 
     def problems(self, split: str) -> list[dict[str, str]]:
         """Subjects of ``split`` left out while listing (duplicate ids, missing files, ...),
