@@ -77,6 +77,14 @@ def parse_sets(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def dataset_sets(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``parse_sets`` for commands about one dataset (prepare, show): unprefixed keys and
+    ``dataset.`` keys both address the dataset's config."""
+    sets = parse_sets(items)
+    sets["dataset"] = {**sets.pop("method"), **sets["dataset"]}
+    return sets
+
+
 def load_config_file(path: str) -> dict[str, dict[str, Any]]:
     """A YAML file with optional top-level sections method/dataset/train/preprocess/runner."""
     try:

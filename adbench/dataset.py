@@ -15,7 +15,7 @@ from typing import Any
 
 from .data import Volume
 
-__all__ = ["Dataset", "file_fingerprint"]
+__all__ = ["Dataset", "ListedDataset", "file_fingerprint"]
 
 
 class Dataset:
@@ -61,6 +61,32 @@ class Dataset:
                 st = Path(f).stat()
                 h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
+
+
+class ListedDataset(Dataset):
+    """A dataset listed by one scan of its folder.
+
+    Subclasses implement ``_listing() -> (found: subject → entry, problems: list)`` (cached
+    by the subclass) and ``_check_split(split)`` (raise DataError for a split it lacks), and
+    may set ``max_subjects`` to keep only the first N subjects.
+    """
+
+    max_subjects: int | None = None
+
+    def _listing(self) -> tuple[dict, list]:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement _listing()")
+
+    def _check_split(self, split: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement _check_split(split)")
+
+    def subjects(self, split: str) -> list[str]:
+        self._check_split(split)
+        ids = list(self._listing()[0])
+        return ids if self.max_subjects is None else ids[: int(self.max_subjects)]
+
+    def problems(self, split: str) -> list[dict[str, str]]:
+        self._check_split(split)
+        return list(self._listing()[1])
 
 
 def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:

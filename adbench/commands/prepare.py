@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from ..config import merge_section, parse_sets, preprocess_defaults
+from ..config import merge_section, dataset_sets, preprocess_defaults
 from ..data import DataError, Volume
 from ..plugins import get_registry
 from ..preprocess import PreprocessConfig, select_slices
@@ -48,8 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    sets = parse_sets(args.sets)
-    dataset_layer = {**sets["method"], **sets["dataset"]}  # unprefixed keys are dataset keys
+    sets = dataset_sets(args.sets)
+    dataset_layer = sets["dataset"]
     rows, ok = prepare(args.dataset, data_root=args.data_root, split=args.split,
                        preset=args.preset, dataset_config=dataset_layer,
                        preprocess=sets["preprocess"], strict=args.strict,

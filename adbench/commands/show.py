@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError, merge_section, parse_sets
+from ..config import ConfigError, merge_section, dataset_sets
 from ..io import atomic_path
 from ..plugins import UnknownNameError, get_registry
 
@@ -44,8 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    sets = parse_sets(args.sets)
-    layer = {**sets["method"], **sets["dataset"]}   # unprefixed keys are dataset keys here
+    sets = dataset_sets(args.sets)
+    layer = sets["dataset"]
     path = show(args.dataset, args.out, n=args.n, split=args.split, preset=args.preset,
                 dataset_config=layer, data_root=args.data_root,
                 preprocessed=args.preprocessed, progress=not args.quiet)

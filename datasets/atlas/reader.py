@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from adbench.data import DataError, Volume
-from adbench.dataset import Dataset
+from adbench.dataset import ListedDataset
 from adbench.nifti import load_nifti
 from adbench.validate import (listed_entry, AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
                               problem, require_data_root, split_duplicates)
@@ -82,7 +82,7 @@ def resample_mask(mask: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
     return out > 0
 
 
-class ATLAS2(Dataset):
+class ATLAS2(ListedDataset):
     """ATLAS v2.0 training subjects with their lesion masks ("test" split only).
 
     data_root      see the module docstring.
@@ -144,15 +144,6 @@ class ATLAS2(Dataset):
             found[sid] = (t1, mask)
         self._scan = (found, problems)
         return self._scan
-
-    def subjects(self, split: str) -> list[str]:
-        self._check_split(split)
-        ids = list(self._listing()[0])
-        return ids if self.max_subjects is None else ids[: int(self.max_subjects)]
-
-    def problems(self, split: str) -> list[dict[str, str]]:
-        self._check_split(split)
-        return list(self._listing()[1])
 
     def source_files(self, subject: str) -> list[Path]:
         t1, mask = self._paths(subject)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from adbench.data import DataError, Volume
-from adbench.dataset import Dataset
+from adbench.dataset import ListedDataset
 from adbench.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
 from adbench.validate import (listed_entry, check_not_empty, check_same_grid, labels_to_mask, problem,
                               require_data_root)
@@ -39,7 +39,7 @@ _EXPECTED = ("the folder that holds MICCAI_BraTS2020_TrainingData/ (or that fold
              "whose sub-folders are BraTS20_Training_NNN/)")
 
 
-class BraTS2020(Dataset):
+class BraTS2020(ListedDataset):
     """BraTS2020 training volumes with their tumour segmentations ("test" split only).
 
     data_root       see the module docstring.
@@ -141,15 +141,6 @@ class BraTS2020(Dataset):
                           f"it, set seg_overrides: {{\"{sid}\": \"{others[0]}\"}} "
                           f"(command line: --set 'dataset.seg_overrides={{{sid}: {others[0]}}}')")
         return None, f"segmentation {sid}_seg.nii[.gz] not found in {sdir}"
-
-    def subjects(self, split: str) -> list[str]:
-        self._check_split(split)
-        ids = list(self._listing()[0])
-        return ids if self.max_subjects is None else ids[: int(self.max_subjects)]
-
-    def problems(self, split: str) -> list[dict[str, str]]:
-        self._check_split(split)
-        return list(self._listing()[1])
 
     def source_files(self, subject: str) -> list[Path]:
         return list(self._paths(subject))
