@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import (RUNNER_DEFAULTS, RUNNER_PRESETS, ConfigError, check_preset, load_config_file,
-                     merge_section, parse_sets, preprocess_defaults)
+from .config import (PREPROCESS_PRESETS, RUNNER_DEFAULTS, RUNNER_PRESETS, ConfigError, check_preset,
+                     load_config_file, merge_section, parse_sets, preprocess_config)
 from .data import DataError, SliceSet
 from .dataset import Dataset
 from .detector import Context, Detector
@@ -104,7 +104,7 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
     if "train" not in tspec.splits:
         raise ConfigError(f"dataset {train_name!r} has no healthy 'train' split; pass --train-on with "
                           f"a healthy dataset, e.g. --train-on openbhb --train-root PATH")
-    known = set(RUNNER_PRESETS) | set(mspec.presets) | set(dspec.presets) | set(tspec.presets) | {"default"}
+    known = set(RUNNER_PRESETS) | set(PREPROCESS_PRESETS) | set(mspec.presets) | set(dspec.presets) | set(tspec.presets) | {"default"}
     check_preset(preset, known)
     files = load_config_file(config_file) if config_file else {s: {} for s in ("method", "dataset", "train", "preprocess", "runner")}
     over = parse_sets(sets)
@@ -138,11 +138,7 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
         train_cfg = merge_section(f"dataset {train_name!r}", tspec.default_config, tspec.presets, preset,
                                   files["train"], dataset_layer(tspec, train_name, train_root, "--train-root"),
                                   over["train"])
-    try:
-        pre = PreprocessConfig.from_dict(merge_section("preprocess", preprocess_defaults(), {}, None,
-                                                       files["preprocess"], over["preprocess"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(str(exc).strip("'\"")) from None
+    pre = preprocess_config(preset, files["preprocess"], over["preprocess"])
     return RunSpec(method=method, dataset=dataset, train_on=train_name, preset=preset, seed=int(seed),
                    device=device, weights=str(runner_cfg["weights"]), strict=strict, method_config=method_cfg,
                    dataset_config=dataset_cfg, train_config=train_cfg, preprocess=pre,
@@ -195,7 +191,7 @@ def load_split(dataset: str, split: str, *, dataset_config: dict | None = None, 
     layer = {"data_root": str(data_root)} if data_root is not None else {}
     cfg = merge_section(f"dataset {dataset!r}", spec.default_config, spec.presets, preset,
                         dict(dataset_config or {}), layer)
-    pcfg = PreprocessConfig.from_dict(preprocess or {})
+    pcfg = preprocess_config(preset, dict(preprocess or {}))
     ds = spec.factory(**cfg)
     report = report if report is not None else []
     if split == "train":

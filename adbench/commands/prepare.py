@@ -17,10 +17,10 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from ..config import merge_section, dataset_sets, preprocess_defaults
+from ..config import dataset_sets, merge_section, preprocess_config
 from ..data import DataError, Volume
 from ..plugins import get_registry
-from ..preprocess import PreprocessConfig, select_slices
+from ..preprocess import select_slices
 from ..validate import validate_volume
 
 __all__ = ["add_parser", "main", "prepare"]
@@ -73,8 +73,7 @@ def prepare(dataset: str, *, data_root: str | None = None, split: str = "all",
     layer = {"data_root": str(data_root)} if data_root is not None else {}
     cfg = merge_section(f"dataset {dataset!r}", spec.default_config, spec.presets, preset,
                         dict(dataset_config or {}), layer)
-    pcfg = PreprocessConfig.from_dict(merge_section("preprocess", preprocess_defaults(), {}, None,
-                                                    dict(preprocess or {})))
+    pcfg = preprocess_config(preset, dict(preprocess or {}))
     splits = list(spec.splits) if split == "all" else [split]
     if split != "all" and split not in spec.splits:
         raise DataError(f"dataset {dataset!r} has no {split!r} split (it provides "

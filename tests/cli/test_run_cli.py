@@ -131,3 +131,18 @@ def test_failed_run_leaves_no_summary(toy_registry, tmp_path, monkeypatch):
     (d,) = _run_dirs(out)
     assert not (d / "summary.json").exists()
     assert "fit exploded" in (d / "error.txt").read_text()
+
+
+def test_preprocess_preset_applies_and_sets_override_it():
+    from adbench.config import PREPROCESS_PRESETS, preprocess_config
+    from adbench.runner import resolve
+
+    assert resolve("zscore", "synth").preprocess.min_brain_fraction == 0.05
+    quick = resolve("zscore", "synth", preset="cpu-quick").preprocess
+    assert quick.min_brain_fraction == PREPROCESS_PRESETS["cpu-quick"]["min_brain_fraction"]
+    assert quick.slices_test == "lesion"  # the test protocol never changes with a preset
+    over = resolve("zscore", "synth", preset="cpu-quick",
+                   sets=["preprocess.min_brain_fraction=0.2"]).preprocess
+    assert over.min_brain_fraction == 0.2
+    with pytest.raises(adbench.config.ConfigError, match="min_brain_fractoin"):
+        preprocess_config("cpu-quick", {"min_brain_fractoin": 0.2})
