@@ -31,7 +31,7 @@ from .stylegan2 import Discriminator, Generator, generator_from_config
 
 __all__ = ["STYLEGAN_PRESETS", "default_stylegan_config", "train_stylegan", "resolve_config",
            "r1_penalty", "path_length_penalty", "d_logistic_loss", "g_nonsaturating_loss",
-           "rotate_images", "init_distributed", "CHECKPOINT_NAME"]
+           "rotate_images", "blur_images", "blur_sigma_at", "init_distributed", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "stylegan2-checkpoint.pt"
 
@@ -49,6 +49,8 @@ _PAPER = dict(
     ema_rampup=None,           # None, or ratio r: half-life <= r * images seen so far
     rotate_degrees=15.0,       # §3.1: rotations of -15..15 degrees (in-plane, axial slices)
     rotate_prob=0.5,           # fraction of real images rotated
+    blur_sigma=0.0,            # StyleGAN3's early-training blur of D's inputs (px, 0 = off) ...
+    blur_fade_kimg=0.0,        # ... fading linearly to 0 over this many thousand images
     train_noise_mode="none",   # §3.1: noise input b fixed to zero
     precision="auto",          # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16"
     compile=False,             # torch.compile the main G and D passes
@@ -139,6 +141,35 @@ def path_length_penalty(G: Generator, ws: torch.Tensor, pl_mean: torch.Tensor,
         batch_mean = batch_mean / world
     new_mean = pl_mean.lerp(batch_mean, decay)
     return (lengths - new_mean).square(), new_mean
+
+
+def blur_sigma_at(cfg: dict, nimg: float) -> float:
+    """Gaussian sigma (px) of D's input blur after ``nimg`` training images: ``blur_sigma``
+    fading linearly to zero over ``blur_fade_kimg`` thousand images (StyleGAN3's
+    ``blur_init_sigma`` / ``blur_fade_kimg``)."""
+    if cfg["blur_sigma"] <= 0:
+        return 0.0
+    fade = cfg["blur_fade_kimg"] * 1000
+    return float(cfg["blur_sigma"]) * (max(1.0 - nimg / fade, 0.0) if fade > 0 else 1.0)
+
+
+def blur_images(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with ``sigma`` px (0: x unchanged).
+
+    StyleGAN3 shows D blurred reals *and* fakes early in training, so that it first judges
+    coarse structure, not the high-frequency texture a young generator cannot make yet.
+    Edges are replicated (the background of a brain slice stays background).
+    """
+    if sigma <= 0:
+        return x
+    r = max(int(math.floor(sigma * 3)), 1)
+    t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
+    f = t.div(sigma).square().neg().exp2()
+    f = (f / f.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, f.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, f.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def rotate_images(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -362,6 +393,11 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
     bar = tqdm(total=cfg["iterations"], initial=start, disable=not progress or rank != 0,
                desc="stylegan2", unit="it")
     for it in range(start, cfg["iterations"]):
+        sigma = blur_sigma_at(cfg, it * batch)
+
+        def run_D(img: torch.Tensor) -> torch.Tensor:
+            return D_run(blur_images(img, sigma))
+
         # ---- D: logistic loss on augmented reals and detached fakes
         idx = torch.randint(n, (local_batch,), generator=gens["data"])
         real = data[idx.to(data.device)].to(dev, non_blocking=True)
@@ -375,7 +411,7 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         with torch.no_grad(), autocast():
             fake = synth(_mixed_ws(G, z, z2, mix, gens["latent"]), noise_mode, noise_gen)
         with autocast():
-            real_logits, fake_logits = D_run(real), D_run(fake)
+            real_logits, fake_logits = run_D(real), run_D(fake)
             loss_D = d_logistic_loss(real_logits, fake_logits)
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
@@ -384,10 +420,11 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         track("loss_D", loss_D)
         track("real_logit", real_logits.mean())
         track("fake_logit", fake_logits.mean())
+        track("blur_sigma", torch.tensor(sigma))
         # ---- D: lazy R1 on the reals, weighted by the interval
         if cfg["r1_gamma"] > 0 and it % cfg["r1_interval"] == 0:
             with autocast():
-                r1 = r1_penalty(D, real)
+                r1 = r1_penalty(lambda img: D(blur_images(img, sigma)), real)
             opt_D.zero_grad(set_to_none=True)
             (r1.mean() * (cfg["r1_gamma"] / 2) * cfg["r1_interval"]).backward()
             _sync_grads(D, world)
@@ -399,7 +436,7 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         z, z2 = latents(local_batch)
         with autocast():
             ws = _mixed_ws(G, z, z2, mix, gens["latent"])
-            fake_logits = D_run(synth(ws, noise_mode, noise_gen))
+            fake_logits = run_D(synth(ws, noise_mode, noise_gen))
             loss_G = g_nonsaturating_loss(fake_logits)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()

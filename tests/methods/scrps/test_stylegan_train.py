@@ -9,6 +9,7 @@ import torch
 
 from adbench.methods.scrps.stylegan2 import Discriminator, Generator, tensor_hash
 from adbench.methods.scrps.stylegan_train import (CHECKPOINT_NAME, STYLEGAN_PRESETS,
+                                                  blur_images, blur_sigma_at,
                                                   default_stylegan_config, r1_penalty,
                                                   resolve_config, rotate_images, train_stylegan)
 
@@ -43,6 +44,24 @@ def test_presets_and_config_validation():
         resolve_config({"lr_g": 0.1})
     with pytest.raises(ValueError, match="precision"):
         resolve_config({"precision": "fp16"})
+
+
+def test_blur_matches_scipy_and_fades_linearly():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = torch.randn(2, 1, 20, 16, dtype=torch.float64)
+    assert blur_images(x, 0.0) is x
+    sigma = 1.5
+    r = int(sigma * 3)
+    taps = 2.0 ** (-(torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+    taps = (taps / taps.sum()).numpy()
+    want = ndimage.correlate1d(ndimage.correlate1d(x.numpy(), taps, axis=3, mode="nearest"),
+                               taps, axis=2, mode="nearest")
+    torch.testing.assert_close(blur_images(x, sigma), torch.from_numpy(want))
+    const = torch.full((1, 1, 10, 8), -1.0)
+    torch.testing.assert_close(blur_images(const, 3.0), const)     # background stays background
+    cfg = resolve_config({"blur_sigma": 4.0, "blur_fade_kimg": 2.0})
+    assert [blur_sigma_at(cfg, n) for n in (0, 500, 1000, 2000, 5000)] == [4.0, 3.0, 2.0, 0.0, 0.0]
+    assert blur_sigma_at(default_stylegan_config(), 0) == 0.0     # the paper's recipe: no blur
 
 
 def test_r1_matches_finite_differences():
