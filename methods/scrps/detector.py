@@ -21,7 +21,7 @@ from .inversion import PRECISIONS, invert
 from .repository import Repository, _json_tensor, _tensor_json, build_repository
 from .retrieval import build_index, retrieve, swap
 from .stylegan2 import generator_from_config, tensor_hash
-from .stylegan_train import STYLEGAN_PRESETS, train_stylegan
+from .stylegan_train import STYLEGAN_PRESETS, config_digest, train_stylegan
 
 __all__ = ["SCRPS"]
 
@@ -183,8 +183,11 @@ class SCRPS(ReconstructionDetector):
                 G = train_stylegan(train.images, cfg, Path(tmp), device=ctx.device, seed=ctx.seed,
                                    progress=ctx.progress, log=ctx.log)
         else:
-            G = train_stylegan(train.images, cfg, Path(ctx.workdir) / "stylegan", device=ctx.device,
-                               seed=ctx.seed, progress=ctx.progress, log=ctx.log)
+            # one folder per training recipe: a preset whose settings changed starts afresh
+            # instead of failing on the old checkpoint; a longer run resumes the shorter one
+            work = Path(ctx.workdir) / f"stylegan-{config_digest(cfg)}"
+            G = train_stylegan(train.images, cfg, work, device=ctx.device, seed=ctx.seed,
+                               progress=ctx.progress, log=ctx.log)
         self.generator_ = G.to(dev).eval().requires_grad_(False)
         self._validate_layers(G.num_ws)
         if self.perceptual_weight > 0:

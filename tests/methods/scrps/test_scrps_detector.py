@@ -11,6 +11,7 @@ from adbench.methods.scrps.detector import SCRPS
 from adbench.methods.scrps.inversion import invert
 from adbench.methods.scrps.plugin import DEFAULT_CONFIG, PRESETS
 from adbench.methods.scrps.retrieval import retrieve
+from adbench.methods.scrps.stylegan_train import config_digest
 
 H, W = 20, 16
 
@@ -63,7 +64,11 @@ def test_repository_codes_come_from_the_test_procedure(fitted):
                    steps=3, batch_size=8)
     assert torch.allclose(again, repo.codes, atol=1e-6)
     assert (work / "repository" / "selection.json").exists()
-    assert (work / "stylegan" / "stylegan2-checkpoint.pt").exists()
+    digest = config_digest(det.stylegan_settings())
+    assert (work / f"stylegan-{digest}" / "stylegan2-checkpoint.pt").exists()
+    # the folder names the recipe: a longer run shares it, a different recipe does not
+    assert config_digest({**det.stylegan_settings(), "iterations": 10 ** 6}) == digest
+    assert config_digest({**det.stylegan_settings(), "r1_gamma": 123.0}) != digest
     assert det.weights_info_["source"] == "random"
 
 
