@@ -21,13 +21,16 @@ PRESETS = {
               "stylegan_config": {"iterations": 4, "checkpoint_interval": 4, "sample_interval": 4},
               "inversion_steps": 3, "inversion_lr": 0.05, "perceptual_weight": 0.0,
               "inversion_batch_size": 64, "k1": 10, "k2": 4, "retrieved_perceptual": False},
-    # 2 CPU cores, <= 30 minutes end to end on synth (cpu-quick): the cpu-quick StyleGAN2
-    # shortened to 500 iterations (its own 1,500 take longer than the whole budget) and a short
-    # MSE-only inversion of 3% of the training slices. A pipeline-level run, not the paper's
-    # fidelity: VGG16 in the inversion loop costs ~10 GFLOP per image-step, out of reach here.
-    "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 500},
-                  "inversion_steps": 6, "inversion_lr": 0.1, "perceptual_weight": 0.0,
-                  "inversion_batch_size": 64, "repository_fraction": 0.03,
+    # 2 CPU cores, <= 30 minutes end to end on synth (measured 23.4 min with the data cached,
+    # plus ~2 min to generate it): the cpu-quick StyleGAN2 stopped at 1,400 of its 2,200
+    # iterations (~17 min), then a short MSE-only inversion (12 Adam steps at lr 0.1, ~35
+    # image-steps/s) of 3% of the training slices and of every test slice. A pipeline-level
+    # run, not the paper's fidelity: VGG16 in the inversion loop costs ~19 GFLOP per
+    # image-step here (~1 image-step/s on 2 cores), out of reach.
+    "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 1400},
+                  "inversion_steps": 12, "inversion_lr": 0.1, "perceptual_weight": 0.0,
+                  # 2 cores: B = 16 ran 57 image-steps/s, B = 64 only 33 (perf/inversion.py)
+                  "inversion_batch_size": 16, "repository_fraction": 0.03,
                   "k1": 25, "k2": 5, "retrieved_perceptual": False},
     # One H200, <= 8 minutes end to end including StyleGAN2 training: full-width generator,
     # the paper's loss (VGG16 blocks 1-5 + 10 MSE), batched bf16 inversion with a shortened
