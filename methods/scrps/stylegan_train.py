@@ -3,8 +3,10 @@
 One iteration = D step (non-saturating logistic loss), lazy R1 every ``r1_interval`` steps,
 G step (non-saturating loss with style mixing), lazy path-length regularisation every
 ``pl_interval`` steps (if ``pl_weight > 0``), then the EMA update of ``G_ema``, which is what is
-returned and used downstream. Lazy regularisation rescales Adam's learning rate and betas by
-c = interval / (interval + 1) (StyleGAN2 §B).
+returned and used downstream. Optionally (``blur_sigma > 0``, off in the paper preset) D sees
+its inputs, real and fake alike, through a Gaussian blur that fades out over the first
+``blur_fade_kimg`` thousand images (StyleGAN3). Lazy regularisation rescales Adam's learning
+rate and betas by c = interval / (interval + 1) (StyleGAN2 §B).
 
 Every random draw comes from a named ``torch.Generator`` (data order, latents, noise,
 augmentation) whose state is checkpointed, so on CPU ``N`` steps + resume + ``N`` steps equals
@@ -127,8 +129,11 @@ def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def r1_penalty(D: torch.nn.Module, real: torch.Tensor) -> torch.Tensor:
+def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
     """R1 = ||grad_x D(x)||^2 per real image (Mescheder et al. 2018), real (B, C, H, W) -> (B,).
+
+    ``D`` is the discriminator or any differentiable function of the image ending in it
+    (training passes D after the early blur, as StyleGAN3 does).
 
     Built with ``create_graph=True`` so that it can be minimised w.r.t. D's weights.
     """
