@@ -21,8 +21,8 @@ PRESETS = {
               "stylegan_config": {"iterations": 4, "checkpoint_interval": 4, "sample_interval": 4},
               "inversion_steps": 3, "inversion_lr": 0.05, "perceptual_weight": 0.0,
               "inversion_batch_size": 64, "k1": 10, "k2": 4, "retrieved_perceptual": False},
-    # 2 CPU cores, <= 30 minutes end to end on synth (measured 23.4 min with the data cached,
-    # plus ~2 min to generate it): the cpu-quick StyleGAN2 stopped at 1,400 of its 2,200
+    # 2 CPU cores, <= 30 minutes end to end on synth (measured: 25.0 min from an empty cache,
+    # synth generation included): the cpu-quick StyleGAN2 stopped at 1,400 of its 2,200
     # iterations (~17 min), then a short MSE-only inversion (12 Adam steps at lr 0.1, ~35
     # image-steps/s) of 3% of the training slices and of every test slice. A pipeline-level
     # run, not the paper's fidelity: VGG16 in the inversion loop costs ~19 GFLOP per
