@@ -145,12 +145,10 @@ def preprocess_defaults() -> dict[str, Any]:
 
 def preprocess_config(preset: str | None, *layers: dict[str, Any]) -> PreprocessConfig:
     """Preprocessing defaults ← :data:`PREPROCESS_PRESETS` [preset] ← layers, validated."""
+    cfg = merge_section("preprocess", preprocess_defaults(), PREPROCESS_PRESETS, preset, *layers)
     try:
-        return PreprocessConfig.from_dict(merge_section("preprocess", preprocess_defaults(),
-                                                        PREPROCESS_PRESETS, preset, *layers))
-    except (KeyError, ValueError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
+        return PreprocessConfig.from_dict(cfg)
+    except (KeyError, ValueError, TypeError) as exc:   # bad values: same error type as bad keys
         raise ConfigError(str(exc).strip("'\"")) from None
 
 

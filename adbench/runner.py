@@ -104,7 +104,8 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
     if "train" not in tspec.splits:
         raise ConfigError(f"dataset {train_name!r} has no healthy 'train' split; pass --train-on with "
                           f"a healthy dataset, e.g. --train-on openbhb --train-root PATH")
-    known = set(RUNNER_PRESETS) | set(PREPROCESS_PRESETS) | set(mspec.presets) | set(dspec.presets) | set(tspec.presets) | {"default"}
+    known = (set(RUNNER_PRESETS) | set(PREPROCESS_PRESETS) | set(mspec.presets) | set(dspec.presets)
+             | set(tspec.presets) | {"default"})
     check_preset(preset, known)
     files = load_config_file(config_file) if config_file else {s: {} for s in ("method", "dataset", "train", "preprocess", "runner")}
     over = parse_sets(sets)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError, merge_section, dataset_sets
+from ..config import ConfigError, dataset_sets, merge_section
 from ..io import atomic_path
 from ..plugins import UnknownNameError, get_registry
 

@@ -30,8 +30,8 @@ import numpy as np
 from adbench.data import DataError, Volume
 from adbench.dataset import ListedDataset
 from adbench.nifti import load_nifti
-from adbench.validate import (listed_entry, AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
-                              problem, require_data_root, split_duplicates)
+from adbench.validate import (AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
+                              listed_entry, problem, require_data_root, split_duplicates)
 
 __all__ = ["ATLAS2", "mni152_brain_mask"]
 

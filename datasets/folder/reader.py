@@ -32,8 +32,8 @@ from typing import Any
 from adbench.data import DataError, Volume
 from adbench.dataset import Dataset
 from adbench.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
-from adbench.validate import (listed_entry, check_not_empty, check_same_grid, labels_to_mask, problem,
-                              require_data_root, split_duplicates)
+from adbench.validate import (check_not_empty, check_same_grid, labels_to_mask, listed_entry,
+                              problem, require_data_root, split_duplicates)
 
 __all__ = ["NiftiFolder"]
 

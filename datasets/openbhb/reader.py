@@ -35,7 +35,7 @@ import numpy as np
 from adbench.data import DataError, Volume
 from adbench.dataset import Dataset
 from adbench.nifti import load_nifti
-from adbench.validate import check_not_empty, require_data_root, split_duplicates, listed_entry
+from adbench.validate import check_not_empty, listed_entry, require_data_root, split_duplicates
 
 __all__ = ["OpenBHB", "FSL_MNI152_1MM_AFFINE", "TEMPLATE_NAME"]
 

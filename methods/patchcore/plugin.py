@@ -6,7 +6,8 @@ from .detector import PatchCore
 DEFAULT_CONFIG = {
     "backbone": "vgg16", "layers": ["block3", "block4", "block5"], "weights": "imagenet",
     "batch_size": 32, "coreset_ratio": 0.1, "max_bank_size": 20_000, "projection_dim": 128,
-    "max_pool": 200_000, "pool_reduction": "random", "max_cache_mb": 1024, "neighbourhood": 3, "embed_dim": None,
+    "max_pool": 200_000, "pool_reduction": "random", "max_cache_mb": 1024, "neighbourhood": 3,
+    "embed_dim": None,
     "brain_margin": 3, "sigma": 4.0, "knn": "torch", "max_train_slices": None,
 }
 

@@ -16,6 +16,7 @@ across ranks by all-reduce, each rank draws its own data and latents, and rank 0
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -53,7 +54,7 @@ _PAPER = dict(
     rotate_degrees=15.0,       # §3.1: rotations of -15..15 degrees (in-plane, axial slices)
     rotate_prob=0.5,           # fraction of real images rotated
     blur_sigma=0.0,            # StyleGAN3's early-training blur of D's inputs (px, 0 = off) ...
-    blur_fade_kimg=0.0,        # ... fading linearly to 0 over this many thousand images
+    blur_fade_kimg=0.0,        # ... fading linearly to 0 over this many thousand images (0: never)
     train_noise_mode="none",   # §3.1: noise input b fixed to zero
     precision="auto",          # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16"
     compile=False,             # torch.compile the main G and D passes
@@ -91,8 +92,6 @@ _RESUME_MUTABLE = {"iterations", "checkpoint_interval", "log_interval", "sample_
 def config_digest(cfg: dict) -> str:
     """Short hash of the settings that define a training run (not its length or logging):
     equal digests can resume each other's checkpoints."""
-    import hashlib
-
     fixed = {k: v for k, v in resolve_config(cfg).items() if k not in _RESUME_MUTABLE}
     return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
 
