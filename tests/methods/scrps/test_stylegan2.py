@@ -188,8 +188,8 @@ def test_gradients_reach_every_ws_code(threads):
         torch.set_num_threads(n)
     per_code = ws.grad.abs().sum(dim=(0, 2))
     # each code drives its own layer: its gradient is a real fraction of the largest one,
-    # far above float32 rounding of the others (measured: the smallest is > 1e-3 of the max)
-    assert per_code.shape == (12,) and bool((per_code > 1e-5 * per_code.max()).all()), per_code
+    # far above float32 rounding (measured: the smallest is 0.08 of the largest)
+    assert per_code.shape == (12,) and bool((per_code > 1e-3 * per_code.max()).all()), per_code
 
 
 def test_mapping_truncation_and_w_avg():
