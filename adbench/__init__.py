@@ -3,10 +3,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .data import DataError, SliceSet, Volume
-from .dataset import Dataset
-from .detector import Context, Detector, NotFittedError, Prediction, ReconstructionDetector
-from .plugins import DatasetSpec, MethodSpec, hookimpl
+from adbench.data.dataset import Dataset
+from adbench.data.volume import DataError, SliceSet, Volume
+from adbench.detector import Context, Detector, NotFittedError, Prediction, ReconstructionDetector
+from adbench.plugins import DatasetSpec, MethodSpec, hookimpl
 
 __all__ = [
     "__version__", "Volume", "SliceSet", "DataError", "Dataset", "Context", "Detector",

@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Sequence
 
-from . import __version__
+from adbench import __version__
 
 __all__ = ["main", "build_parser"]
 
@@ -45,7 +45,7 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from .runner import run
+    from adbench.runner import run
 
     run_dir = run(args.method, args.dataset, train_on=args.train_on, preset=args.preset,
                   config_file=args.config, sets=args.sets, seed=args.seed, device=args.device,
@@ -70,7 +70,7 @@ def _add_list(sub) -> None:
 
 
 def _cmd_list(args) -> int:
-    from .plugins import get_registry
+    from adbench.plugins import get_registry
 
     reg = get_registry()
     for title, table in (("methods", reg.methods), ("datasets", reg.datasets)):
@@ -111,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .config import ConfigError
-    from .data import DataError
-    from .plugins import PluginError, UnknownNameError
-    # adbench.weights.WeightsError subclasses FileNotFoundError: caught without importing
+    from adbench.config import ConfigError
+    from adbench.data.volume import DataError
+    from adbench.plugins import PluginError, UnknownNameError
+    # adbench.nn.weights.WeightsError subclasses FileNotFoundError: caught without importing
     # torchvision on the error path.
     return (ConfigError, DataError, PluginError, UnknownNameError, FileNotFoundError,
             NotADirectoryError, PermissionError)

@@ -7,7 +7,7 @@ Precedence, lowest first: plugin ``default_config`` → plugin preset → ``--co
 ``key=value``          the method's config (``--set l2=6``)
 ``dataset.key=value``  the test dataset's config (``--set dataset.n_test=5``)
 ``train.key=value``    the training dataset's config when ``--train-on`` differs
-``preprocess.key=v``   shared preprocessing (:class:`adbench.preprocess.PreprocessConfig`)
+``preprocess.key=v``   shared preprocessing (:class:`adbench.data.preprocess.PreprocessConfig`)
 ``runner.key=value``   runner settings (:data:`RUNNER_DEFAULTS`)
 =====================  =============================================================
 
@@ -22,15 +22,12 @@ from typing import Any
 
 import yaml
 
-from .plugins import UnknownNameError
-from .preprocess import PreprocessConfig
+from adbench.data.preprocess import PreprocessConfig
+from adbench.errors import ConfigError
+from adbench.plugins import UnknownNameError
 
 __all__ = ["ConfigError", "RUNNER_DEFAULTS", "RUNNER_PRESETS", "PREPROCESS_PRESETS", "parse_sets",
            "merge_section", "load_config_file", "preprocess_config"]
-
-
-class ConfigError(ValueError):
-    """An invalid configuration key or value; the message names it and the valid choices."""
 
 
 RUNNER_DEFAULTS: dict[str, Any] = {

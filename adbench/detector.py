@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from .data import SliceSet
+from adbench.data.volume import SliceSet
+from adbench.errors import NotFittedError
 
 __all__ = ["Context", "Prediction", "Detector", "ReconstructionDetector", "NotFittedError"]
-
-
-class NotFittedError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -14,24 +14,14 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from . import hookspecs
+from adbench import hookspecs
+from adbench.errors import PluginError, UnknownNameError
 
 __all__ = ["hookimpl", "MethodSpec", "DatasetSpec", "Registry", "get_registry",
            "PluginError", "UnknownNameError", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "adbench"
 hookimpl = pluggy.HookimplMarker("adbench")
-
-
-class PluginError(RuntimeError):
-    """A plugin is broken or two plugins clash."""
-
-
-class UnknownNameError(KeyError):
-    """An unknown method, dataset or preset name. ``str()`` lists the valid names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
 
 
 METHOD_KINDS = ("reconstruction", "feature", "hybrid", "baseline")

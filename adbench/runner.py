@@ -17,9 +17,7 @@ The flow (architecture §4–§5):
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import platform
@@ -31,18 +29,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from . import __version__
-from .config import (PREPROCESS_PRESETS, RUNNER_DEFAULTS, RUNNER_PRESETS, ConfigError, check_preset,
-                     load_config_file, merge_section, parse_sets, preprocess_config)
-from .data import DataError, SliceSet
-from .dataset import Dataset
-from .detector import Context, Detector
-from .io import atomic_write, cache_dir, load_tensors, save_nifti, save_tensors, write_json, write_yaml
-from .plugins import Registry, get_registry
-from .preprocess import HistogramReference, PreprocessConfig
-from .slices import finalize_image, iter_preprocessed, to_slices
+from adbench import __version__
+from adbench.config import (PREPROCESS_PRESETS, RUNNER_DEFAULTS, RUNNER_PRESETS, ConfigError,
+                            check_preset, load_config_file, merge_section, parse_sets,
+                            preprocess_config)
+from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
+from adbench.data.dataset import Dataset
+from adbench.data.preprocess import HistogramReference, PreprocessConfig
+from adbench.data.volume import DataError, SliceSet
+from adbench.detector import Context, Detector
+from adbench.io import atomic_write, cache_dir, load_tensors, save_tensors, write_json, write_yaml
+from adbench.plugins import Registry, get_registry
 
 __all__ = ["RunSpec", "resolve", "load_split", "run"]
 
@@ -80,7 +78,10 @@ class RunSpec:
 
 
 def versions() -> dict[str, str]:
-    import nibabel, scipy, sklearn, torchvision
+    import nibabel
+    import scipy
+    import sklearn
+    import torchvision
     return {"adbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": np.__version__,
             "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
@@ -172,7 +173,7 @@ def _train_slices(ds: Dataset, name: str, cfg: PreprocessConfig, *, strict: bool
 
 
 def _select(pre, rule, cfg) -> np.ndarray:
-    from .preprocess import select_slices
+    from adbench.data.preprocess import select_slices
     return select_slices(pre.brain, pre.lesion, rule, cfg.min_brain_fraction)
 
 
@@ -302,7 +303,9 @@ def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False) 
 
 
 def _execute(spec: RunSpec, run_dir: Path, test_ds: Dataset, train_ds: Dataset, *, progress: bool) -> dict:
-    from .evaluate_run import evaluate_test_set  # evaluation layer (maps, metrics, figures)
+    from adbench.evaluation.test_set import (
+        evaluate_test_set,  # evaluation layer (maps, metrics, figures)
+    )
 
     timings: dict[str, float] = {}
     skipped: list[dict] = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adbench import DatasetSpec, Dataset, Volume, hookimpl
+from adbench import Dataset, DatasetSpec, Volume, hookimpl
 
 
 def toy_volume(i: int, lesion: bool, seed: int = 0, shape=(40, 48, 12)) -> Volume:

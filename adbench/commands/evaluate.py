@@ -1,7 +1,7 @@
 """``adbench evaluate``: score anomaly maps made by any tool with adbench's own evaluation.
 
 Maps and ground truth are NIfTI files found by glob patterns and paired by subject name; each
-pair goes through exactly :func:`adbench.evaluation.evaluate_volume`, the function the runner
+pair goes through exactly :func:`adbench.evaluation.volume.evaluate_volume`, the function the runner
 uses, so a method outside adbench can join a leaderboard (``--run-dir`` writes a run folder
 that ``adbench leaderboard`` reads).
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError
-from ..evaluation import SLICE_RULES, definitions, evaluate_volume, write_per_volume
+from adbench.data.volume import DataError
+from adbench.evaluation.volume import SLICE_RULES, definitions, evaluate_volume, write_per_volume
 
 __all__ = ["add_parser", "main", "pair_files", "evaluate_files"]
 
@@ -213,14 +213,14 @@ def main(args: argparse.Namespace) -> int:
                           ignore_affine=args.ignore_affine)
     write_per_volume(Path(args.out), rows)
     if args.run_dir:
-        from ..report.rundir import write_run
+        from adbench.rundir import write_run
         defs = definitions(args.slices)
         if brains is None:
             defs["region_rule"] = "selected axial slices (no brain mask given)"
         write_run(args.run_dir, rows, method=args.method, dataset=args.dataset,
                   slice_rule=args.slices, definitions=defs,
                   config={"maps": args.maps, "labels": args.labels, "brain_masks": args.brain_masks})
-    from ..metrics import summarize
+    from adbench.evaluation.metrics import summarize
     s = summarize(rows)
     print(json.dumps({"n_volumes": len(rows), **{k: v for k, v in s.items() if k.endswith(("_mean", "_std", "_n_nan"))},
                       "out": str(args.out)}, default=str))

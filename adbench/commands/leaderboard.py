@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..io import atomic_write
+from adbench.io import atomic_write
 
 __all__ = ["add_parser", "main"]
 
@@ -39,8 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..evaluation import ROW_KEYS
-    from ..report import build_leaderboard, find_runs, render_csv, render_latex, render_markdown
+    from adbench.evaluation.volume import ROW_KEYS
+    from adbench.report import (build_leaderboard, find_runs, render_csv, render_latex,
+                                render_markdown)
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     valid = [k for k in ROW_KEYS if not k.startswith("n_")]
@@ -54,13 +55,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"adbench leaderboard: {w}", file=sys.stderr)
     figures = []
     if args.figures or args.format == "html":
-        from ..report.figures import leaderboard_figures
+        from adbench.report.figures import leaderboard_figures
         figures = leaderboard_figures(lb, with_maps=not args.no_maps)
     if args.figures:
         for name, _, png in figures:
             atomic_write(Path(args.figures) / name, png)
     if args.format == "html":
-        from ..report.html import render_html
+        from adbench.report.html import render_html
         text = render_html(lb, [(caption, png) for _, caption, png in figures])
     else:
         text = {"md": render_markdown, "latex": render_latex, "csv": render_csv}[args.format](lb)

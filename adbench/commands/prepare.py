@@ -4,7 +4,7 @@ Every subject of the chosen split(s) is read through its dataset plugin and chec
 (readable, 3-D, finite, masks on the image grid, mask labels as expected, brain and — for
 test volumes — lesion not empty, no duplicate ids), then preprocessed once (shared steps
 1–4: RAS orientation, brain crop, resize, equalisation) into the per-subject slice cache
-that ``adbench run`` reads (:mod:`adbench.slices`: keyed by the sha256 of the source files,
+that ``adbench run`` reads (:mod:`adbench.data.cache`: keyed by the sha256 of the source files,
 so a changed or added file invalidates only its own entry).
 
 A report table lists each subject as ok or skipped with its path; skipped subjects are
@@ -17,11 +17,11 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from ..config import dataset_sets, merge_section, preprocess_config
-from ..data import DataError, Volume
-from ..plugins import get_registry
-from ..preprocess import select_slices
-from ..validate import validate_volume
+from adbench.config import dataset_sets, merge_section, preprocess_config
+from adbench.data.preprocess import select_slices
+from adbench.data.validate import validate_volume
+from adbench.data.volume import DataError, Volume
+from adbench.plugins import get_registry
 
 __all__ = ["add_parser", "main", "prepare"]
 
@@ -66,7 +66,7 @@ def prepare(dataset: str, *, data_root: str | None = None, split: str = "all",
     Returns (rows, ok): one row per subject {"split", "subject", "status" ("ok"/"skipped"),
     "slices", "reason", "path"}, and whether the run should exit 0.
     """
-    from ..slices import iter_preprocessed
+    from adbench.data.cache import iter_preprocessed
 
     out = out or sys.stdout
     spec = get_registry().dataset(dataset)
@@ -121,7 +121,7 @@ def prepare(dataset: str, *, data_root: str | None = None, split: str = "all",
 
 
 class _Validating:
-    """The dataset, with the generic checks of :func:`adbench.validate.validate_volume`
+    """The dataset, with the generic checks of :func:`adbench.data.validate.validate_volume`
     applied to every loaded volume (so third-party datasets are checked too)."""
 
     def __init__(self, ds, *, require_lesion: bool):

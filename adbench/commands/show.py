@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError, dataset_sets, merge_section
-from ..io import atomic_path
-from ..plugins import UnknownNameError, get_registry
+from adbench.config import ConfigError, dataset_sets, merge_section
+from adbench.io import atomic_path
+from adbench.plugins import UnknownNameError, get_registry
 
 __all__ = ["add_parser", "main", "show"]
 
@@ -61,7 +61,7 @@ def show(dataset: str, out: str | Path, *, n: int = 6, split: str = "test",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..preprocess import PreprocessConfig, preprocess_volume, to_ras
+    from adbench.data.preprocess import PreprocessConfig, preprocess_volume, to_ras
 
     if n < 1:
         raise ConfigError(f"--n {n}: expected at least 1 volume")

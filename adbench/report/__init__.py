@@ -7,8 +7,9 @@
 """
 from __future__ import annotations
 
-from .rundir import RunDirError, RunRecord, find_runs, load_run
-from .tables import Leaderboard, build_leaderboard, render_csv, render_latex, render_markdown
+from adbench.report.tables import (Leaderboard, build_leaderboard, render_csv, render_latex,
+                                   render_markdown)
+from adbench.rundir import RunDirError, RunRecord, find_runs, load_run
 
 __all__ = ["RunDirError", "RunRecord", "find_runs", "load_run", "Leaderboard",
            "build_leaderboard", "render_markdown", "render_latex", "render_csv", "render_html"]
@@ -16,5 +17,5 @@ __all__ = ["RunDirError", "RunRecord", "find_runs", "load_run", "Leaderboard",
 
 def render_html(lb, figures=(), **kw) -> str:
     """See :func:`adbench.report.html.render_html` (imported lazily: it is only for HTML)."""
-    from .html import render_html as _render
+    from adbench.report.html import render_html as _render
     return _render(lb, figures, **kw)

@@ -6,7 +6,7 @@ inside the brain only, each method scaled to its own [1st, 99.5th] percentile ov
 shown, so methods with different score units stay readable side by side.
 
 ROC curves are pooled over the evaluation-region voxels of all volumes given (brain ∩ selected
-slices, as :func:`adbench.evaluation.region_mask`), and are exact at up to ``n_points``
+slices, as :func:`adbench.evaluation.volume.region_mask`), and are exact at up to ``n_points``
 thresholds chosen from score quantiles; the legend shows the run's mean per-volume AUROC, the
 number the tables report, not the pooled curve's area.
 """
@@ -19,8 +19,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..evaluation import region_mask
-from ..io import atomic_write
+from adbench.evaluation.volume import region_mask
+from adbench.io import atomic_write
 
 __all__ = ["to_png", "roc_points", "roc_figure", "boxplot_figure", "comparison_figure",
            "pick_slices", "write_run_figures", "leaderboard_figures"]
@@ -184,7 +184,7 @@ def write_run_figures(run_dir: str | Path, volumes: list[dict], *,
         region, _ = region_mask(lesion, v["brain"], slice_rule=slice_rule)
         pairs.append((np.asarray(v["map"])[region], lesion[region]))
     if any(y.any() for _, y in pairs) and any((~y).any() for _, y in pairs):
-        from ..metrics import auroc
+        from adbench.evaluation.metrics import auroc
         aucs = [auroc(s, y) for s, y in pairs]
         finite = [a for a in aucs if math.isfinite(a)]
         fpr, tpr = roc_points(pairs)
@@ -204,8 +204,8 @@ def leaderboard_figures(lb, *, n_slices: int = 4, max_roc_volumes: int | None = 
     run's maps/ folder and are left out (with no error) for datasets where a run has none.
     ``max_roc_volumes`` caps the volumes read per run for the ROC (None = all).
     """
-    from .rundir import RunDirError, load_map_volume, map_subjects
-    from .tables import METRIC_LABELS
+    from adbench.report.tables import METRIC_LABELS
+    from adbench.rundir import RunDirError, load_map_volume, map_subjects
 
     out = []
     for ti, t in enumerate(lb.tables, start=1):

@@ -13,8 +13,8 @@ import html
 import math
 from datetime import datetime, timezone
 
-from .. import __version__
-from .tables import Leaderboard, METRIC_LABELS, Table, _footnotes, fmt_cell
+from adbench import __version__
+from adbench.report.tables import METRIC_LABELS, Leaderboard, Table, _footnotes, fmt_cell
 
 __all__ = ["render_html"]
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..stats import bootstrap_ci, star_rule
-from .rundir import RunRecord, definitions_key, weights_key
+from adbench.evaluation.stats import bootstrap_ci, star_rule
+from adbench.rundir import RunRecord, definitions_key, weights_key
 
 __all__ = ["Cell", "Table", "Leaderboard", "build_leaderboard", "render_markdown",
            "render_latex", "render_csv", "METRIC_LABELS", "DEFAULT_METRICS"]

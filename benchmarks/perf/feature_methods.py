@@ -54,7 +54,7 @@ def _rss_mb() -> float:
 # -- part 1: one method in this process ----------------------------------------------------
 def run_method(args) -> dict:
     from adbench import Context
-    from adbench.methods.patchcore.backbone import spread_subset
+    from adbench.data.sampling import spread_subset
     from adbench.plugins import get_registry
     from adbench.runner import load_split
 
@@ -120,7 +120,7 @@ def methods_part(args) -> dict:
 # -- part 2: coreset selection ---------------------------------------------------------------
 def _random_projected(n: int, device: str, seed: int) -> tuple[torch.Tensor, float]:
     """N random 1280-d vectors, generated chunk-wise and JL-projected; (N, 128), projection s."""
-    from adbench.methods.patchcore.coreset import random_projection
+    from adbench.nn.coreset import random_projection
 
     g = torch.Generator().manual_seed(seed)
     r = random_projection(DIM, 128, torch.Generator().manual_seed(seed + 1), device)
@@ -137,7 +137,7 @@ def _random_projected(n: int, device: str, seed: int) -> tuple[torch.Tensor, flo
 
 
 def _time_greedy(x: torch.Tensor, k: int, device: str, budget_s: float) -> dict:
-    from adbench.methods.patchcore.coreset import greedy_coreset
+    from adbench.nn.coreset import greedy_coreset
 
     probe = min(k, 200)
     greedy_coreset(x, min(k, 20))                 # warm-up (allocator, kernels)

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from adbench.methods.scrps.plugin import DEFAULT_CONFIG, PRESETS
     from adbench.methods.scrps.stylegan2 import Generator
     from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS
-    from adbench.perceptual import PerceptualLoss
+    from adbench.nn.perceptual import PerceptualLoss
 
     dev = torch.device(args.device)
     method = {**DEFAULT_CONFIG, **PRESETS[args.preset]}

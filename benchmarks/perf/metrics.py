@@ -6,7 +6,7 @@
 One run times, on a procedural 240x240x155 volume (ellipsoid brain, spherical lesion, noisy
 float32 map with a lesion signal):
 
-* ``exact``       — adbench: :func:`adbench.evaluation.evaluate_volume` from the masks (region
+* ``exact``       — adbench: :func:`adbench.evaluation.volume.evaluate_volume` from the masks (region
                     extraction included; one sort of each class,
                     AUROC by rank counting, ⌈Dice⌉ by a cumulative scan over all thresholds,
                     AUPRC for free from the same scan);
@@ -21,7 +21,7 @@ float32 map with a lesion signal):
 Two regions are timed: ``full_volume`` (all 8.9 M voxels, the worst case) and
 ``lesion_slices`` (brain ∩ slices holding lesion: the paper's protocol, what runs evaluate).
 The 369-volume test set (BraTS2020 size) is timed on ``--subset`` volumes and extrapolated
-linearly (``extrapolated_from`` in the JSON), including :func:`adbench.metrics.pooled_dice_max`
+linearly (``extrapolated_from`` in the JSON), including :func:`adbench.evaluation.metrics.pooled_dice_max`
 (one global threshold) and its peak extra memory (tracemalloc), to compare with one region. The Dice error of the bisection (exact minus
 bisection) is reported too.
 """
@@ -35,8 +35,8 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from adbench.evaluation import evaluate_volume, region_mask
-from adbench.metrics import pooled_dice_max
+from adbench.evaluation.metrics import pooled_dice_max
+from adbench.evaluation.volume import evaluate_volume, region_mask
 
 SHAPE = (240, 240, 155)
 

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from adbench import DatasetSpec, hookimpl
-
-from .reader import ATLAS2
+from adbench.datasets.atlas.reader import ATLAS2
 
 
 @hookimpl

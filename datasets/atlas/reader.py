@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from adbench.data import DataError, Volume
-from adbench.dataset import ListedDataset
-from adbench.nifti import load_nifti
-from adbench.validate import (AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
-                              listed_entry, problem, require_data_root, split_duplicates)
+from adbench.data.dataset import ListedDataset
+from adbench.data.nifti import load_nifti
+from adbench.data.validate import (AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
+                                   listed_entry, problem, require_data_root, split_duplicates)
+from adbench.data.volume import DataError, Volume
 
 __all__ = ["ATLAS2", "mni152_brain_mask"]
 

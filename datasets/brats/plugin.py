@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from adbench import DatasetSpec, hookimpl
-
-from .reader import BRATS_LABELS, BraTS2020
+from adbench.datasets.brats.reader import BRATS_LABELS, BraTS2020
 
 
 @hookimpl

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from adbench import DatasetSpec, hookimpl
-
-from .reader import NiftiFolder
+from adbench.datasets.folder.reader import NiftiFolder
 
 
 @hookimpl

@@ -29,11 +29,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from adbench.data import DataError, Volume
-from adbench.dataset import Dataset
-from adbench.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
-from adbench.validate import (check_not_empty, check_same_grid, labels_to_mask, listed_entry,
-                              problem, require_data_root, split_duplicates)
+from adbench.data.dataset import Dataset
+from adbench.data.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
+from adbench.data.validate import (check_not_empty, check_same_grid, labels_to_mask, listed_entry,
+                                   problem, require_data_root, split_duplicates)
+from adbench.data.volume import DataError, Volume
 
 __all__ = ["NiftiFolder"]
 

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from adbench import DatasetSpec, hookimpl
-
-from .reader import OpenBHB
+from adbench.datasets.openbhb.reader import OpenBHB
 
 
 @hookimpl

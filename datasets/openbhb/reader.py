@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from adbench.data import DataError, Volume
-from adbench.dataset import Dataset
-from adbench.nifti import load_nifti
-from adbench.validate import check_not_empty, listed_entry, require_data_root, split_duplicates
+from adbench.data.dataset import Dataset
+from adbench.data.nifti import load_nifti
+from adbench.data.validate import check_not_empty, listed_entry, require_data_root, split_duplicates
+from adbench.data.volume import DataError, Volume
 
 __all__ = ["OpenBHB", "FSL_MNI152_1MM_AFFINE", "TEMPLATE_NAME"]
 

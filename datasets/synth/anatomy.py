@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .template import Template, load_template
+from adbench.datasets.synth.template import Template, load_template
 
 __all__ = ["AnatomyDraw", "draw_anatomy", "coordinate_map", "sample", "Tissue", "sample_tissue",
            "tissue_contrast", "finish", "smooth_field", "smooth_noise", "rotation_matrix"]

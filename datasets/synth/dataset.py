@@ -15,9 +15,8 @@ from typing import Any
 
 from adbench import DataError, Dataset, Volume
 from adbench.config import ConfigError
-
-from .generate import (SynthParams, cache_root, ensure_volumes, parse_subject, read_volume,
-                       volume_path)
+from adbench.datasets.synth.generate import (SynthParams, cache_root, ensure_volumes, parse_subject,
+                                             read_volume, volume_path)
 
 __all__ = ["SynthDataset"]
 

@@ -20,16 +20,15 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from adbench.datasets.synth import anatomy, lesions
+from adbench.datasets.synth.template import load_template
 from adbench.io import atomic_path, cache_dir, write_json
-
-from . import anatomy, lesions
-from .template import load_template
 
 __all__ = ["GENERATOR_VERSION", "SPLIT_CODE", "SynthParams", "Generated", "generate_volume",
            "healthy_counterpart", "subject_id", "parse_subject", "cache_root", "volume_path",

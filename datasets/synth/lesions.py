@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import Tissue, rotation_matrix, sample, smooth_noise
+from adbench.datasets.synth.anatomy import Tissue, rotation_matrix, sample, smooth_noise
 
 __all__ = ["MIN_CHANGE", "lesion_kind", "TumourPlan", "StrokePlan", "plan_tumour", "plan_stroke",
            "mass_effect", "paint_tumour", "paint_stroke", "equivalent_diameter"]

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from adbench import DatasetSpec, hookimpl
-
-from .dataset import SynthDataset
+from adbench.datasets.synth.dataset import SynthDataset
 
 DEFAULT_CONFIG = {
     "n_train": 40,          # healthy volumes

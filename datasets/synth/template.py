@@ -133,7 +133,7 @@ def _read_shipped():
 
 
 def _read_with_loaders():
-    from nilearn import datasets as nd   # slow import; only when the file layout changed
+    from nilearn import datasets as nd  # slow import; only when the file layout changed
 
     imgs = {"t1": nd.load_mni152_template(resolution=1),
             "gm": nd.load_mni152_gm_template(resolution=1),

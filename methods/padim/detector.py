@@ -17,11 +17,10 @@ from typing import Sequence
 import torch
 
 from adbench import Context, Detector, Prediction, SliceSet
-from adbench.methods.patchcore.backbone import (check_fingerprint, extractor_state, index_batches,
-                                                make_extractor, spread_subset)
-from adbench.methods.patchcore.maps import grid_to_map
-
-from .gaussian import GaussianAccumulator, mahalanobis
+from adbench.data.sampling import index_batches, spread_subset
+from adbench.nn.extractor import check_fingerprint, extractor_state, make_extractor
+from adbench.nn.gaussian import GaussianAccumulator, mahalanobis
+from adbench.nn.maps import grid_to_map
 
 __all__ = ["PaDiM"]
 

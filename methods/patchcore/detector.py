@@ -19,13 +19,12 @@ from typing import Sequence
 import torch
 
 from adbench import Context, Detector, Prediction, SliceSet
-
-from .backbone import (check_fingerprint, extractor_state, index_batches, make_extractor,
-                       spread_subset)
-from .knn import KNN_BACKENDS, nearest_distances
-from .maps import grid_to_map
-from .memory_bank import build_memory_bank
-from .patch_features import keep_mask, locally_aware
+from adbench.data.sampling import index_batches, spread_subset
+from adbench.methods.patchcore.knn import KNN_BACKENDS, nearest_distances
+from adbench.methods.patchcore.memory_bank import build_memory_bank
+from adbench.methods.patchcore.patch_features import keep_mask, locally_aware
+from adbench.nn.extractor import check_fingerprint, extractor_state, make_extractor
+from adbench.nn.maps import grid_to_map
 
 __all__ = ["PatchCore"]
 
@@ -33,7 +32,7 @@ __all__ = ["PatchCore"]
 class PatchCore(Detector):
     """PatchCore on a frozen backbone (VGG16 blocks 3-5 by default, as paper §3.2).
 
-    backbone, layers, weights  the feature extractor (:class:`adbench.features.FeatureExtractor`);
+    backbone, layers, weights  the feature extractor (:class:`adbench.nn.backbones.FeatureExtractor`);
                                weights "imagenet" | path | "random".
     batch_size       slices per forward pass (fit and predict).
     coreset_ratio    bank size as a fraction of the candidate patches (PatchCore: 0.1 or 0.01).

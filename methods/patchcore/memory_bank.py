@@ -30,8 +30,8 @@ from typing import Callable
 
 import torch
 
-from .backbone import index_batches
-from .coreset import coreset_size, greedy_coreset, project, random_projection
+from adbench.data.sampling import index_batches
+from adbench.nn.coreset import coreset_size, greedy_coreset, project, random_projection
 
 __all__ = ["build_memory_bank"]
 

@@ -1,7 +1,6 @@
 """Registers the `patchcore` method (PatchCore on VGG16 blocks 3-5, paper §3.2)."""
 from adbench import MethodSpec, hookimpl
-
-from .detector import PatchCore
+from adbench.methods.patchcore.detector import PatchCore
 
 DEFAULT_CONFIG = {
     "backbone": "vgg16", "layers": ["block3", "block4", "block5"], "weights": "imagenet",

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from adbench.data import SliceSet
+from adbench.data.volume import SliceSet
 from adbench.detector import Context, Prediction, ReconstructionDetector
-
-from .inversion import PRECISIONS, invert
-from .repository import Repository, _json_tensor, _tensor_json, build_repository
-from .retrieval import build_index, retrieve, swap
-from .stylegan2 import generator_from_config, tensor_hash
-from .stylegan_train import STYLEGAN_PRESETS, config_digest, train_stylegan
+from adbench.methods.scrps.inversion import PRECISIONS, invert
+from adbench.methods.scrps.repository import (Repository, _json_tensor, _tensor_json,
+                                              build_repository)
+from adbench.methods.scrps.retrieval import build_index, retrieve, swap
+from adbench.methods.scrps.stylegan2 import generator_from_config, tensor_hash
+from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS, config_digest, train_stylegan
 
 __all__ = ["SCRPS"]
 
@@ -138,7 +138,7 @@ class SCRPS(ReconstructionDetector):
         cache = self.__dict__.setdefault("_modules_cache", {})
         key = (name, str(device))
         if key not in cache:
-            from adbench.perceptual import PerceptualLoss, PerceptualScore
+            from adbench.nn.perceptual import PerceptualLoss, PerceptualScore
             if name == "loss":
                 m = PerceptualLoss(weights=self.weights, mode=self.perceptual_mode,
                                    blocks=tuple(int(b) for b in self.perceptual_blocks))

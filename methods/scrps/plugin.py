@@ -1,7 +1,6 @@
 """Registers the `scrps` method (paper defaults, plus smoke / cpu-quick / gpu-quick presets)."""
 from adbench import MethodSpec, hookimpl
-
-from .detector import SCRPS
+from adbench.methods.scrps.detector import SCRPS
 
 DEFAULT_CONFIG = {
     "stylegan": "paper", "stylegan_config": {},

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .stylegan2_layers import (EqualConv2d, EqualLinear, blur_filter, downsample2d, lrelu,
-                               modulated_conv2d, upsample2d)
+from adbench.methods.scrps.stylegan2_layers import (EqualConv2d, EqualLinear, blur_filter, lrelu,
+                                                    modulated_conv2d, upsample2d)
 
 __all__ = ["MappingNetwork", "SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "SynthesisNetwork",
            "Generator", "Discriminator", "generator_from_config", "discriminator_from_config",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from adbench.data import SliceSet
+from adbench.data.volume import SliceSet
 from adbench.detector import Context, Detector, Prediction
 
 

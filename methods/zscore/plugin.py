@@ -1,7 +1,6 @@
 """Registers the `zscore` method."""
 from adbench import MethodSpec, hookimpl
-
-from .detector import ZScore
+from adbench.methods.zscore.detector import ZScore
 
 
 @hookimpl

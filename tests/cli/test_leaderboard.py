@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from adbench.cli import main
-from adbench.evaluation import evaluate_volume
+from adbench.evaluation.volume import evaluate_volume
 from adbench.io import save_nifti
-from adbench.report.rundir import write_run
+from adbench.rundir import write_run
 
 SHAPE = (20, 16, 8)
 AFFINE = np.eye(4)
@@ -91,8 +91,9 @@ def test_errors(tmp_path, capsys):
 def test_end_to_end_two_real_runs(tmp_path, monkeypatch, capsys):
     """Two `adbench run` seeds on the toy dataset: `evaluate` on a run's maps/ reproduces its
     per_volume.csv byte for byte, and the leaderboard builds in all four formats."""
-    import adbench.plugins as plugins
     import toydata
+
+    import adbench.plugins as plugins
 
     reg = plugins.build_registry(extra_plugins=[("toy", toydata, "adbench-tests 0")])
     monkeypatch.setattr(plugins, "_REGISTRY", reg)

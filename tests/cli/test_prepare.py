@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "datasets"))

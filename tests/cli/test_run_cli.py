@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import toydata
 import yaml
 
 import adbench
 import adbench.plugins as plugins
 from adbench.cli import main
-
-import toydata
 
 
 @pytest.fixture

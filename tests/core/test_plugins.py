@@ -5,11 +5,10 @@ import importlib.metadata as md
 import types
 
 import pytest
+import toydata
 
 from adbench import DatasetSpec, MethodSpec, hookimpl
 from adbench.plugins import PluginError, UnknownNameError, build_registry
-
-import toydata
 
 
 def _method_plugin(name: str):

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import minitrees as mt  # noqa: E402
 
 from adbench import DataError  # noqa: E402
+from adbench.data.preprocess import PreprocessConfig, preprocess_volume  # noqa: E402
 from adbench.datasets.folder.reader import NiftiFolder  # noqa: E402
 from adbench.plugins import get_registry  # noqa: E402
-from adbench.preprocess import PreprocessConfig, preprocess_volume  # noqa: E402
 
 STEP = 4.0
 
@@ -152,7 +152,7 @@ def test_mask_resampled_with_linear_interpolation_is_refused(tmp_path):
 
 def test_validate_volume_catches_what_a_third_party_reader_lets_through():
     from adbench import Volume
-    from adbench.validate import validate_volume
+    from adbench.data.validate import validate_volume
     img = np.ones((4, 4, 4), np.float32)
     ok = Volume(img, img > 0, img > 0, np.eye(4), "s", {"image_path": "/x/s.nii"})
     validate_volume(ok, require_lesion=True)

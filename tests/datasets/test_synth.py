@@ -14,7 +14,7 @@ from adbench.config import ConfigError
 from adbench.datasets.synth import generate as gen_mod
 from adbench.datasets.synth.dataset import SynthDataset
 from adbench.datasets.synth.generate import (SynthParams, generate_volume, healthy_counterpart,
-                                              read_volume, volume_path)
+                                             read_volume, volume_path)
 from adbench.datasets.synth.lesions import lesion_kind
 from adbench.datasets.synth.template import load_template
 from adbench.plugins import build_registry

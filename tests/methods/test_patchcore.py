@@ -1,63 +1,18 @@
 """PatchCore: coreset, kNN, smoothing and the detector against independent truth."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import scipy.ndimage
 import torch
-
-from adbench import Context, SliceSet
-from adbench.methods.patchcore.coreset import (coreset_size, greedy_coreset, project,
-                                               random_projection)
-from adbench.methods.patchcore.detector import PatchCore
-from adbench.methods.patchcore.knn import nearest_distances
-from adbench.methods.patchcore.maps import gaussian_blur, grid_to_map
-from adbench.methods.patchcore.memory_bank import build_memory_bank
-from adbench.methods.patchcore.patch_features import keep_mask, locally_aware
-
 from ellipses import H, W, healthy_slices, with_blob
 
+from adbench import Context
+from adbench.methods.patchcore.detector import PatchCore
+from adbench.methods.patchcore.knn import nearest_distances
+from adbench.methods.patchcore.memory_bank import build_memory_bank
+from adbench.methods.patchcore.patch_features import keep_mask, locally_aware
+from adbench.nn.coreset import coreset_size
 
 # -- coreset ------------------------------------------------------------------------------
-def test_greedy_coreset_picks_known_farthest_points():
-    g = torch.Generator().manual_seed(0)
-    cluster = 0.01 * torch.randn(50, 6, generator=g)
-    far = torch.zeros(4, 6)
-    for i, r in enumerate((4.0, 10.0, 6.0, 8.0)):   # orthogonal directions, known radii
-        far[i, i] = r
-    x = torch.cat([cluster, far])
-    sel = greedy_coreset(x, 5, start=0).tolist()
-    # farthest first: radius 10, then 8, 6, 4 (orthogonal, so the set never covers the next)
-    assert sel == [0, 51, 53, 52, 50]
-
-
-def test_greedy_coreset_equals_naive_greedy_and_never_repeats():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(300, 16, generator=g, dtype=torch.float64)
-    k = 40
-    naive = [7]
-    d = ((x - x[7]) ** 2).sum(1)
-    for _ in range(k - 1):
-        i = int(torch.argmax(d))
-        naive.append(i)
-        d = torch.minimum(d, ((x - x[i]) ** 2).sum(1))
-    assert greedy_coreset(x, k, start=7).tolist() == naive
-    dup = torch.zeros(10, 3)
-    dup[0, 0] = 1.0
-    sel = greedy_coreset(dup, 6, start=0)
-    assert len(set(sel.tolist())) == 6 and sel[1] != 0
-    assert greedy_coreset(x, 500).tolist() == list(range(300))
-    assert coreset_size(1000, 0.1) == 100 and coreset_size(5, 0.1) == 1
-
-
-def test_random_projection_preserves_distances_roughly():
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(200, 1280, generator=g)
-    p = project(x, random_projection(1280, 128, torch.Generator().manual_seed(3)), chunk_size=64)
-    d0 = torch.pdist(x)
-    d1 = torch.pdist(p)
-    ratio = d1 / d0
-    assert abs(float(ratio.mean()) - 1.0) < 0.05 and float(ratio.std()) < 0.1
 
 
 # -- kNN, maps, features ------------------------------------------------------------------
@@ -81,17 +36,6 @@ def test_faiss_backend_matches_torch_when_installed():
     q, bank = torch.randn(50, 8, generator=g), torch.randn(200, 8, generator=g)
     torch.testing.assert_close(nearest_distances(q, bank, backend="faiss"),
                                nearest_distances(q, bank), rtol=1e-4, atol=1e-4)
-
-
-def test_gaussian_blur_matches_scipy_mirror():
-    g = torch.Generator().manual_seed(6)
-    m = torch.rand(2, 40, 36, generator=g, dtype=torch.float64)
-    got = gaussian_blur(m, 4.0).numpy()
-    ref = np.stack([scipy.ndimage.gaussian_filter(a, 4.0, mode="mirror", truncate=4.0)
-                    for a in m.numpy()])
-    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
-    up = grid_to_map(torch.ones(1, 10, 8), (40, 32), sigma=4.0)
-    torch.testing.assert_close(up, torch.ones(1, 40, 32))
 
 
 def test_locally_aware_features_average_neighbourhoods_and_align():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adbench.report.rundir import write_run
+from adbench.rundir import write_run
 
 VGG_A = {"perceptual": {"backbone": "vgg16", "source": "env", "path": "/x/vgg.pth", "sha256": "a" * 64}}
 VGG_A_CACHE = {"perceptual": {"backbone": "vgg16", "source": "torchvision-cache", "path": "/y",

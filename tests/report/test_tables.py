@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import ttest_rel
 
 from adbench.report import build_leaderboard, find_runs, render_csv, render_latex, render_markdown
-from adbench.report.rundir import RunDirError
+from adbench.rundir import RunDirError
 
 from .conftest import VGG_A, VGG_A_CACHE, VGG_RANDOM  # noqa: E402  (same folder)
 
@@ -132,7 +132,7 @@ def test_missing_files_are_named(tmp_path, make_run, table_values):
 def test_csv_reports_wilcoxon_and_bootstrap(tmp_path, make_run, table_values):
     from scipy.stats import wilcoxon
 
-    from adbench.stats import bootstrap_ci
+    from adbench.evaluation.stats import bootstrap_ci
     build(make_run, table_values)
     rows = list(csv.DictReader(io.StringIO(render_csv(build_leaderboard(find_runs([tmp_path / "runs"]))))))
     r = next(x for x in rows if x["method"] == "alpha" and x["metric"] == "auroc")

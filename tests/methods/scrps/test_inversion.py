@@ -6,7 +6,7 @@ import torch
 
 from adbench.methods.scrps.inversion import invert
 from adbench.methods.scrps.stylegan2 import Generator
-from adbench.perceptual import PerceptualLoss
+from adbench.nn.perceptual import PerceptualLoss
 
 
 def _tiny_generator(seed=0):

@@ -6,11 +6,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from adbench.methods.scrps.stylegan2 import (Discriminator, Generator, MinibatchStd,
-                                             channel_table, generator_from_config,
-                                             resolution_levels, tensor_hash)
+from adbench.methods.scrps.stylegan2 import (Discriminator, Generator, MinibatchStd, channel_table,
+                                             generator_from_config, resolution_levels, tensor_hash)
 from adbench.methods.scrps.stylegan2_layers import (EqualConv2d, EqualLinear, blur_filter,
                                                     downsample2d, modulated_conv2d, upsample2d)
 

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_kernel1d", "gaussian_blur", "grid_to_map"]
+__all__ = ["gaussian_kernel1d", "separable_blur", "gaussian_blur", "grid_to_map"]
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float32,
@@ -22,6 +22,19 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float32,
     x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
     k = torch.exp(-0.5 * (x / float(sigma)) ** 2)
     return (k / k.sum()).to(dtype)
+
+
+def separable_blur(x: torch.Tensor, kernel: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+    """Convolve every channel of x (B, C, H, W) with the 1-D ``kernel`` (odd length) along W,
+    then along H, padding each side by the kernel radius with ``padding`` ("reflect" =
+    scipy's "mirror", "replicate" = scipy's "nearest")."""
+    c = x.shape[1]
+    r = (kernel.numel() - 1) // 2
+    k = kernel.to(x.dtype)
+    x = F.pad(x, (r, r, 0, 0), mode=padding)
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.pad(x, (0, 0, r, r), mode=padding)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -39,12 +52,7 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> to
         r = min(h, w) - 1
         k = k[(k.numel() - 1) // 2 - r:(k.numel() - 1) // 2 + r + 1]
         k = k / k.sum()
-    x = maps[:, None]
-    x = F.pad(x, (r, r, 0, 0), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.pad(x, (0, 0, r, r), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    return x[:, 0]
+    return separable_blur(maps[:, None], k, padding="reflect")[:, 0]
 
 
 def grid_to_map(grid: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""FeatureExtractor against torchvision's own modules (adbench.features)."""
+"""FeatureExtractor against torchvision's own modules (adbench.nn.backbones)."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,8 @@ import torch.nn.functional as F
 import torchvision
 from lpips.lpips import ScalingLayer
 
-from adbench.features import VGG16_BLOCK_ENDS, FeatureExtractor, GrayToRGB
-from adbench.weights import WeightsError, resolve_backbone, resolve_vgg16
+from adbench.nn.backbones import VGG16_BLOCK_ENDS, FeatureExtractor, GrayToRGB
+from adbench.nn.weights import WeightsError, resolve_backbone, resolve_vgg16
 
 # one torch thread: several test modules' convolutions oversubscribe 2 shared cores
 pytestmark = pytest.mark.usefixtures("one_thread")

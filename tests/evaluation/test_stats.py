@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from adbench.stats import bootstrap_ci, paired_test, star_rule
+from adbench.evaluation.stats import bootstrap_ci, paired_test, star_rule
 
 T_CRIT_9 = 2.2621571628  # two-sided 5% critical value of Student's t with 9 d.o.f. (tables)
 

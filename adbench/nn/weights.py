@@ -34,12 +34,10 @@ from typing import Callable
 import torch
 import torchvision
 
+from adbench.errors import WeightsError
+
 __all__ = ["WeightsError", "resolve_vgg16", "resolve_backbone", "torchvision_cache_file",
            "file_sha256", "is_offline", "env_var", "BACKBONES", "VGG16_FEATURE_SHAPES"]
-
-
-class WeightsError(FileNotFoundError):
-    """Backbone weights are missing, unreadable or of the wrong layout."""
 
 
 _BUILDERS: dict[str, tuple[Callable[[], torch.nn.Module], object]] = {

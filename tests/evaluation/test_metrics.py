@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from adbench import metrics as M
+from adbench.evaluation import metrics as M
 
 
 def brute_dice(scores, labels):

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .data import DataError, Volume
+from adbench.data.volume import DataError, Volume
 
 __all__ = ["AFFINE_ATOL", "problem", "require_data_root", "check_same_grid", "labels_to_mask",
            "check_not_empty", "split_duplicates", "validate_volume"]

@@ -3,7 +3,7 @@
 Volumes are processed one at a time (a 369-volume BraTS test set never sits in memory):
 preprocess (cached) → select the evaluation slices → predict in batches → for
 reconstruction detectors, the shared perceptual score A_per of (slice, reconstruction) →
-the (H, W, Z) map on the preprocessed grid → :func:`adbench.evaluation.evaluate_volume` →
+the (H, W, Z) map on the preprocessed grid → :func:`adbench.evaluation.volume.evaluate_volume` →
 NIfTI map, image and masks → one CSV row.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .detector import Context, Detector
-from .evaluation import definitions, evaluate_volume, region_mask, write_per_volume
-from .io import save_nifti
-from .metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
-from .slices import finalize_image, iter_preprocessed, to_slices
+from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
+from adbench.detector import Context, Detector
+from adbench.evaluation.metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
+from adbench.evaluation.volume import definitions, evaluate_volume, region_mask, write_per_volume
+from adbench.io import save_nifti
 
 __all__ = ["evaluate_test_set", "predict_maps"]
 
@@ -32,7 +32,7 @@ N_FIGURE_VOLUMES = 4
 def _scorer(spec, detector: Detector):
     if not detector.reconstructs or spec.runner["localisation"] != "perceptual":
         return None
-    from .perceptual import PerceptualScore
+    from adbench.nn.perceptual import PerceptualScore
     blocks = tuple(int(b) for b in spec.runner["perceptual_blocks"])
     return PerceptualScore(weights=spec.weights, blocks=blocks, seed=spec.seed).to(spec.device).eval()
 
@@ -105,7 +105,7 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
             figure_volumes.append({"subject": pre.subject_id, "image": image, "map": amap,
                                    "lesion": lesion, "brain": pre.brain})
     if not rows:
-        from .data import DataError
+        from adbench.data.volume import DataError
         raise DataError(f"dataset {spec.dataset!r}: no usable test volumes "
                         f"({len(skipped) - n_train_skipped} skipped: "
                         f"{[r['reason'] for r in skipped[n_train_skipped:]][:3]})")
@@ -142,7 +142,7 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
         summary[f"{key}_mean"] = float(np.nanmean([r[key] for r in rows]))
     if spec.runner["figures"]:
         try:
-            from .report.figures import write_run_figures
+            from adbench.report.figures import write_run_figures
             write_run_figures(run_dir, figure_volumes, slice_rule=rule)
         except ImportError:  # reporting layer not installed in a minimal build
             log.info("figures skipped: adbench.report is unavailable")

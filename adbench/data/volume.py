@@ -4,7 +4,7 @@ Two types travel through adbench (architecture §4):
 
 * :class:`Volume` — one 3-D scan as a dataset plugin delivers it, in its own voxel grid,
   with the affine that places it in scanner space. Orientation is whatever the file had;
-  :mod:`adbench.preprocess` makes it canonical.
+  :mod:`adbench.data.preprocess` makes it canonical.
 * :class:`SliceSet` — preprocessed 2-D axial slices ready for a detector: images in
   [-1, 1] of shape (N, 1, H, W) with H = anterior→posterior rows and W = left→right
   columns, plus brain and lesion masks and the (subject, z) provenance of every slice.
@@ -17,11 +17,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from adbench.errors import DataError
+
 __all__ = ["Volume", "SliceSet", "DataError"]
-
-
-class DataError(ValueError):
-    """Bad input data. The message names the file (or subject) and the problem."""
 
 
 @dataclass

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from adbench.evaluation import DEFINITIONS, ROW_KEYS, definitions, evaluate_volume, region_mask
+from adbench.evaluation.volume import (DEFINITIONS, ROW_KEYS, definitions, evaluate_volume,
+                                       region_mask)
 
 
 def make_volume(seed=0, shape=(16, 12, 10)):
@@ -85,7 +86,7 @@ def test_definitions_record_the_rules():
 
 
 def test_per_volume_csv_round_trip(tmp_path):
-    from adbench.evaluation import read_per_volume, write_per_volume
+    from adbench.evaluation.volume import read_per_volume, write_per_volume
     amap, lesion, brain = make_volume()
     rows = [{"subject": "a", **evaluate_volume(amap, lesion, brain)},
             {"subject": "b", **evaluate_volume(amap, np.zeros_like(lesion), brain, slice_rule="brain")}]

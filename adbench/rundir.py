@@ -14,17 +14,14 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..evaluation import read_per_volume
-from ..io import read_yaml
+from adbench.errors import RunDirError
+from adbench.evaluation.volume import read_per_volume
+from adbench.io import read_yaml
 
 __all__ = ["RunRecord", "RunDirError", "load_run", "find_runs", "weights_key",
            "definitions_key", "map_subjects", "load_map_volume", "write_run"]
 
 SIDECARS = ("_image", "_brain", "_lesion")
-
-
-class RunDirError(FileNotFoundError):
-    """A run folder is missing a file or holds an unreadable one (the message names it)."""
 
 
 @dataclass
@@ -188,11 +185,12 @@ def write_run(run_dir: str | Path, rows: list[dict], *, method: str, dataset: st
     Writes config.yaml, per_volume.csv and, last, summary.json (whose presence marks a run
     complete), with the same summary keys and metric definitions as the runner, so maps made
     by any tool can join a leaderboard. ``definitions`` overrides the recorded definitions
-    (default: :func:`adbench.evaluation.definitions` of ``slice_rule``). Returns the folder.
+    (default: :func:`adbench.evaluation.volume.definitions` of ``slice_rule``). Returns the folder.
     """
-    from ..evaluation import definitions as _definitions, write_per_volume
-    from ..io import write_json, write_yaml
-    from ..metrics import summarize
+    from adbench.evaluation.metrics import summarize
+    from adbench.evaluation.volume import definitions as _definitions
+    from adbench.evaluation.volume import write_per_volume
+    from adbench.io import write_json, write_yaml
 
     run_dir = Path(run_dir)
     if (run_dir / "summary.json").exists():

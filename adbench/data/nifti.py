@@ -6,7 +6,7 @@ a broken affine) all surface as one :class:`adbench.DataError` that names the fi
 what was found and what to do — never as a zlib/EOF traceback halfway through a run.
 
 Voxel data is returned in the file's own grid and orientation, with its affine;
-reorientation to RAS is the job of :mod:`adbench.preprocess`.
+reorientation to RAS is the job of :mod:`adbench.data.preprocess`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError
+from adbench.data.volume import DataError
 
 __all__ = ["load_nifti", "nifti_suffix", "strip_nifti_suffix"]
 

@@ -1,4 +1,4 @@
-"""Weights resolution: order, error messages, layouts, provenance (adbench.weights)."""
+"""Weights resolution: order, error messages, layouts, provenance (adbench.nn.weights)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from adbench import weights as W
-from adbench.weights import WeightsError, file_sha256, resolve_backbone, resolve_vgg16
+from adbench.nn import weights as W
+from adbench.nn.weights import WeightsError, file_sha256, resolve_backbone, resolve_vgg16
 
 # one torch thread: several test modules' convolutions oversubscribe 2 shared cores
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -253,7 +253,7 @@ def test_shared_imagenet_vgg16_when_present(monkeypatch):
     assert info_env == dict(info, source="env")
     assert all(torch.equal(sd[k], sd_env[k]) for k in sd)
 
-    from adbench.features import FeatureExtractor, VGG16_BLOCK_ENDS
+    from adbench.nn.backbones import VGG16_BLOCK_ENDS, FeatureExtractor
 
     with torch.device("meta"):
         tv = torchvision.models.vgg16().features

@@ -2,7 +2,7 @@
 
 PatchCore, PaDiM and the perceptual score all read VGG16 feature maps of the last three
 convolutional blocks. This module builds those backbones once, from weights resolved by
-:mod:`adbench.weights`, and maps adbench's grayscale slices to the input they expect.
+:mod:`adbench.nn.weights`, and maps adbench's grayscale slices to the input they expect.
 
 Block naming (VGG16): block *j* is the output of the ReLU after the last convolution of block
 *j*, i.e. ``torchvision.models.vgg16().features`` slices [0,4) [4,9) [9,16) [16,23) [23,30);
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .weights import BACKBONES, resolve_backbone
+from adbench.nn.weights import BACKBONES, resolve_backbone
 
 __all__ = ["FeatureExtractor", "GrayToRGB", "VGG16Trunk", "ResNetTrunk", "LAYERS", "CHANNELS",
            "STRIDES", "VGG16_BLOCK_ENDS", "check_slices"]
@@ -148,7 +148,7 @@ class FeatureExtractor(nn.Module):
     backbone  "vgg16" (default), "resnet18" or "wide_resnet50_2".
     layers    VGG16: "block1" … "block5" (default blocks 3-5, as paper §3.2);
               ResNets: "layer1" … "layer4" (PatchCore/PaDiM use ("layer2", "layer3")).
-    weights   "imagenet", a state-dict path, or "random" (see :mod:`adbench.weights`).
+    weights   "imagenet", a state-dict path, or "random" (see :mod:`adbench.nn.weights`).
     seed      seed of the random weights (only used with weights="random").
 
     ``forward(x)``: x (B, 1, H, W) in [-1, 1] → {layer: (B, C_l, H / s_l, W / s_l)}; the slice is

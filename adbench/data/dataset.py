@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .data import Volume
+from adbench.data.volume import Volume
 
 __all__ = ["Dataset", "ListedDataset", "file_fingerprint"]
 

@@ -5,9 +5,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from adbench.data import DataError, Volume
-from adbench.preprocess import (HistogramReference, PreprocessConfig, brain_box, equalize, grid_affine,
-                                normalize, preprocess_volume, resample_axial, select_slices, to_ras)
+from adbench.data.preprocess import (HistogramReference, PreprocessConfig, brain_box, equalize,
+                                     grid_affine, normalize, preprocess_volume, resample_axial,
+                                     select_slices, to_ras)
+from adbench.data.volume import DataError, Volume
 
 
 def _vol(shape=(30, 36, 10), affine=None, seed=0):

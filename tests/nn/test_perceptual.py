@@ -9,9 +9,9 @@ import pytest
 import torch
 import torchvision
 
-from adbench.features import VGG16_BLOCK_ENDS
-from adbench.perceptual import PerceptualLoss, PerceptualScore, lpips_heads_file, unit_normalize
-from adbench.weights import resolve_vgg16
+from adbench.nn.backbones import VGG16_BLOCK_ENDS
+from adbench.nn.perceptual import PerceptualLoss, PerceptualScore, lpips_heads_file, unit_normalize
+from adbench.nn.weights import resolve_vgg16
 
 # one torch thread: several test modules' convolutions oversubscribe 2 shared cores
 pytestmark = pytest.mark.usefixtures("one_thread")

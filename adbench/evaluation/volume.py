@@ -4,7 +4,7 @@ For a test volume v the evaluation region is
 
     R_v = brain_v ∩ (axial slices selected by ``slice_rule``)
 
-and every voxel metric of :mod:`adbench.metrics` is computed on the anomaly scores and lesion
+and every voxel metric of :mod:`adbench.evaluation.metrics` is computed on the anomaly scores and lesion
 labels inside R_v. ``slice_rule``:
 
 * ``"lesion"`` (default, the paper's protocol): the axial slices whose lesion mask is non-empty;
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics as _m
-from .io import atomic_write
+from adbench.evaluation import metrics as _m
+from adbench.io import atomic_write
 
 __all__ = ["evaluate_volume", "region_mask", "definitions", "DEFINITIONS", "SLICE_RULES",
            "ROW_KEYS", "PER_VOLUME_COLUMNS", "write_per_volume", "read_per_volume"]

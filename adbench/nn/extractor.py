@@ -7,21 +7,19 @@ parameters, so loading a state against different backbone weights (another file 
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 
-from adbench import SliceSet
-
-__all__ = ["make_extractor", "fingerprint", "check_fingerprint", "extractor_state",
-           "index_batches", "spread_subset"]
+__all__ = ["make_extractor", "fingerprint", "check_fingerprint", "extractor_state"]
 
 
 def make_extractor(backbone: str, layers: Sequence[str], weights: str, seed: int,
                    device: str | torch.device = "cpu"):
-    """An :class:`adbench.features.FeatureExtractor`, frozen, eval mode, on ``device``."""
-    from adbench.features import FeatureExtractor  # heavy import kept out of plugin loading
+    """An :class:`adbench.nn.backbones.FeatureExtractor`, frozen, eval mode, on ``device``."""
+    from adbench.nn.backbones import (
+        FeatureExtractor,  # heavy import kept out of plugin loading
+    )
 
     ext = FeatureExtractor(backbone=backbone, layers=tuple(layers), weights=weights, seed=int(seed))
     return ext.to(device).eval()
@@ -53,25 +51,3 @@ def check_fingerprint(extractor: torch.nn.Module, expected: torch.Tensor, who: s
             f"{getattr(extractor, 'weights_info', {})}) are not the ones this state was fitted "
             f"with (parameter fingerprint {got.item():.10g}, saved {exp.item():.10g}). Point "
             f"`weights` / ADBENCH_VGG16_WEIGHTS at the original file, or fit again.")
-
-
-def index_batches(n: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """Consecutive int64 index batches covering 0..n-1."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    for s in range(0, n, batch_size):
-        yield torch.arange(s, min(n, s + batch_size))
-
-
-def spread_subset(train: SliceSet, max_slices: int | None) -> SliceSet:
-    """At most ``max_slices`` slices, evenly spaced over the set's (subject, z) order.
-
-    Even spacing keeps every subject and every depth represented, deterministically; used by
-    quick presets to bound feature extraction, never by the published settings.
-    """
-    if max_slices is None or len(train) <= int(max_slices):
-        return train
-    if int(max_slices) < 1:
-        raise ValueError(f"max_train_slices must be None or >= 1, got {max_slices!r}")
-    idx = np.unique(np.linspace(0, len(train) - 1, int(max_slices)).round().astype(np.int64))
-    return train.subset(idx)

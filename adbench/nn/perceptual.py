@@ -15,7 +15,7 @@ The heads are loaded from the file shipped inside the installed ``lpips`` packag
 **Input scaling.** The heads were fitted with LPIPS's ``ScalingLayer``: RGB in [-1, 1] minus
 shift (-.030, -.088, -.188), over scale (.458, .448, .450). That is exactly torchvision's
 ImageNet normalisation of ``(x + 1) / 2`` (shift = 2·mean − 1, scale = 2·std), so VGG16 sees the
-same input as :class:`adbench.features.FeatureExtractor`; the grayscale slice is repeated to
+same input as :class:`adbench.nn.backbones.FeatureExtractor`; the grayscale slice is repeated to
 three channels first.
 
 **Safe normalisation.** LPIPS computes ``F / (sqrt(sum F^2) + 1e-10)``: on an all-zero feature
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import CHANNELS, GrayToRGB, VGG16Trunk, check_slices
-from .weights import file_sha256, resolve_vgg16
+from adbench.nn.backbones import CHANNELS, GrayToRGB, VGG16Trunk, check_slices
+from adbench.nn.weights import file_sha256, resolve_vgg16
 
 __all__ = ["PerceptualScore", "PerceptualLoss", "unit_normalize", "lpips_heads_file",
            "load_lpips_heads"]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import DataError, Volume
+from adbench.data.volume import DataError, Volume
 
 __all__ = ["PreprocessConfig", "Preprocessed", "to_ras", "brain_box", "resample_axial",
            "equalize", "HistogramReference", "normalize", "select_slices",

@@ -1,6 +1,6 @@
 """From dataset plugins to preprocessed slices, with a per-subject cache.
 
-Steps 1–4 of :mod:`adbench.preprocess` are cached per subject under
+Steps 1–4 of :mod:`adbench.data.preprocess` are cached per subject under
 ``$ADBENCH_CACHE/slices/<dataset>/``. The cache key of a subject is the hash of the
 preprocessing config, the dataset's parameters and the sha256 of every source file, so a
 changed or added file invalidates exactly its subject's entry. ``manifest.json`` beside the
@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import DataError, SliceSet
-from .dataset import Dataset, file_fingerprint
-from .io import atomic_path, cache_dir, write_json
-from .preprocess import HistogramReference, PreprocessConfig, Preprocessed, normalize, preprocess_volume, select_slices
+from adbench.data.dataset import Dataset, file_fingerprint
+from adbench.data.preprocess import (HistogramReference, PreprocessConfig, Preprocessed, normalize,
+                                     preprocess_volume)
+from adbench.data.volume import DataError, SliceSet
+from adbench.io import atomic_path, cache_dir, write_json
 
 __all__ = ["SliceCache", "iter_preprocessed", "to_slices", "finalize_image"]
 

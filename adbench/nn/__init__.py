@@ -1,0 +1,12 @@
+"""Neural-network parts shared by several methods (never inside one method's folder).
+
+==============  ===================================================================
+``weights``     pretrained weights: torchvision's cache, a path, or random by name
+``backbones``   frozen VGG16 / ResNet trunks as multi-layer feature extractors
+``extractor``   building a frozen extractor for a detector, and its fingerprint
+``perceptual``  the perceptual score A_per and the inversion's perceptual loss
+``maps``        patch grid to anomaly map: upsampling, Gaussian smoothing
+``coreset``     greedy k-centre coreset with random projection (PatchCore)
+``gaussian``    per-position Gaussians and Mahalanobis distances (PaDiM)
+==============  ===================================================================
+"""
