@@ -1,40 +1,45 @@
-"""StyleGAN2 training for SCRPS (paper §3.1): losses, lazy regularisation, EMA, resume, DDP.
+"""StyleGAN2 training for SCRPS (paper §3.1), as a task of the shared training loop.
 
-One iteration = D step (non-saturating logistic loss), lazy R1 every ``r1_interval`` steps,
-G step (non-saturating loss with style mixing), lazy path-length regularisation every
-``pl_interval`` steps (if ``pl_weight > 0``), then the EMA update of ``G_ema``, which is what is
-returned and used downstream. Optionally (``blur_sigma > 0``, off in the paper preset) D sees
-its inputs, real and fake alike, through a Gaussian blur that fades out over the first
-``blur_fade_kimg`` thousand images (StyleGAN3). Lazy regularisation rescales Adam's learning
-rate and betas by c = interval / (interval + 1) (StyleGAN2 §B).
+One iteration runs four phases (:mod:`adbench.training.loop`):
 
-Every random draw comes from a named ``torch.Generator`` (data order, latents, noise,
-augmentation) whose state is checkpointed, so on CPU ``N`` steps + resume + ``N`` steps equals
-``2N`` steps bit for bit. Under ``torch.distributed`` (``torchrun``) gradients are averaged
-across ranks by all-reduce, each rank draws its own data and latents, and rank 0 alone writes.
+=========  ========================================================  ===================
+``Dmain``  non-saturating logistic loss on augmented reals and fakes  every iteration
+``Dreg``   lazy R1 on the reals, weighted by its interval             every ``r1_interval``
+``Gmain``  non-saturating loss with style mixing                      every iteration
+``Greg``   lazy path-length regularisation (if ``pl_weight > 0``)     every ``pl_interval``
+=========  ========================================================  ===================
+
+then the EMA update of ``G_ema``, which is what is returned and used downstream. Lazy
+regularisation rescales Adam's learning rate and betas by c = interval / (interval + 1)
+(StyleGAN2 §B). Optionally (``blur_sigma > 0``, off in the paper preset) D sees its inputs,
+real and fake alike, through a Gaussian blur that fades out over the first ``blur_fade_kimg``
+thousand images (StyleGAN3).
+
+Random draws come from the loop's named streams (data order; ``latent``, ``noise``, ``aug``),
+checkpoints, resume and DDP are the loop's: on CPU ``N`` steps + resume + ``N`` steps equal
+``2N`` steps bit for bit, and under ``torchrun`` every rank holds the same weights.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from adbench.io import atomic_path, atomic_write
+from adbench.nn.maps import separable_blur
+from adbench.training import (EMA, Env, LoopSettings, Phase, Step, TrainingTask, all_reduce_mean,
+                              train)
+from adbench.training import config_digest as _digest
+from adbench.training.losses import (d_logistic_loss, g_nonsaturating_loss, path_length_penalty,
+                                     r1_penalty)
 
 from .stylegan2 import Discriminator, Generator, generator_from_config
 
 __all__ = ["STYLEGAN_PRESETS", "default_stylegan_config", "train_stylegan", "resolve_config",
-           "r1_penalty", "path_length_penalty", "d_logistic_loss", "g_nonsaturating_loss",
-           "rotate_images", "blur_images", "blur_sigma_at", "init_distributed", "config_digest",
+           "rotate_images", "blur_images", "blur_sigma_at", "config_digest", "StyleGAN2Task",
            "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "stylegan2-checkpoint.pt"
@@ -85,15 +90,14 @@ STYLEGAN_PRESETS: dict[str, dict] = {
 }
 
 # keys that may differ between the checkpoint and the config that resumes it
-_RESUME_MUTABLE = {"iterations", "checkpoint_interval", "log_interval", "sample_interval",
-                   "compile", "num_samples"}
+_RESUME_MUTABLE = ("iterations", "checkpoint_interval", "log_interval", "sample_interval",
+                   "compile", "num_samples")
 
 
 def config_digest(cfg: dict) -> str:
     """Short hash of the settings that define a training run (not its length or logging):
     equal digests can resume each other's checkpoints."""
-    fixed = {k: v for k, v in resolve_config(cfg).items() if k not in _RESUME_MUTABLE}
-    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
+    return _digest(resolve_config(cfg), _RESUME_MUTABLE)
 
 
 def default_stylegan_config() -> dict:
@@ -116,52 +120,7 @@ def resolve_config(cfg: dict | None) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- losses
-
-def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating logistic D loss: softplus(D(G(z))) + softplus(-D(x)), mean over batch."""
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-
-
-def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating G loss: softplus(-D(G(z))), mean over batch."""
-    return F.softplus(-fake_logits).mean()
-
-
-def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-    """R1 = ||grad_x D(x)||^2 per real image (Mescheder et al. 2018), real (B, C, H, W) -> (B,).
-
-    ``D`` is the discriminator or any differentiable function of the image ending in it
-    (training passes D after the early blur, as StyleGAN3 does).
-
-    Built with ``create_graph=True`` so that it can be minimised w.r.t. D's weights.
-    """
-    real = real.detach().requires_grad_(True)
-    logits = D(real)
-    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-    grad = grad if grad.dtype == torch.float64 else grad.float()
-    return grad.square().sum(dim=[1, 2, 3])
-
-
-def path_length_penalty(G: Generator, ws: torch.Tensor, pl_mean: torch.Tensor,
-                        generator: torch.Generator | None, noise_mode: str, decay: float,
-                        world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """StyleGAN2 Eq. 4: (||J_w^T y||_2 - a)^2 with y ~ N(0, I)/sqrt(HW); returns (penalty (B,),
-    new running mean a)."""
-    if not ws.requires_grad:  # otherwise keep the graph so the penalty also reaches the mapping
-        ws = ws.detach().requires_grad_(True)
-    img = G.synthesis(ws, noise_mode, generator)
-    h, w = img.shape[2:]
-    y = torch.randn(img.shape, device=img.device, generator=generator) / math.sqrt(h * w)
-    (grad,) = torch.autograd.grad((img.float() * y).sum(), ws, create_graph=True)
-    lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
-    batch_mean = lengths.detach().mean()
-    if world > 1:
-        dist.all_reduce(batch_mean)
-        batch_mean = batch_mean / world
-    new_mean = pl_mean.lerp(batch_mean, decay)
-    return (lengths - new_mean).square(), new_mean
-
+# ----------------------------------------------------------------------------- augmentation
 
 def blur_sigma_at(cfg: dict, nimg: float) -> float:
     """Gaussian sigma (px) of D's input blur after ``nimg`` training images: ``blur_sigma``
@@ -174,7 +133,7 @@ def blur_sigma_at(cfg: dict, nimg: float) -> float:
 
 
 def blur_images(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with ``sigma`` px (0: x unchanged).
+    """StyleGAN3's blur of (B, C, H, W): taps 2^-(t/sigma)^2 for |t| <= 3 sigma (0: x unchanged).
 
     StyleGAN3 shows D blurred reals *and* fakes early in training, so that it first judges
     coarse structure, not the high-frequency texture a young generator cannot make yet.
@@ -185,11 +144,7 @@ def blur_images(x: torch.Tensor, sigma: float) -> torch.Tensor:
     r = max(int(math.floor(sigma * 3)), 1)
     t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
     f = t.div(sigma).square().neg().exp2()
-    f = (f / f.sum()).to(x.dtype)
-    c = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="replicate")
-    x = F.conv2d(x, f.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, f.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return separable_blur(x, (f / f.sum()).to(x.dtype), padding="replicate")
 
 
 def rotate_images(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -209,46 +164,7 @@ def rotate_images(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
                          align_corners=False) - 1
 
 
-# ----------------------------------------------------------------------------- helpers
-
-def init_distributed(device: str) -> tuple[int, int, str]:
-    """Initialise ``torch.distributed`` when launched by torchrun (WORLD_SIZE > 1).
-
-    Returns (rank, world_size, device); gloo on CPU, NCCL on CUDA with one GPU per local rank.
-    """
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    if str(device).startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _sync_grads(module: torch.nn.Module, world: int) -> None:
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return
-    if world > 1:
-        flat = torch.cat([p.grad.flatten() for p in params])
-        dist.all_reduce(flat)
-        flat /= world
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad.copy_(g.view_as(p))
-    for p in params:
-        torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-
+# ----------------------------------------------------------------------------- the task
 
 def _build(cfg: dict, img_resolution: tuple[int, int], img_channels: int, seed: int):
     gcfg = dict(z_dim=cfg["z_dim"], w_dim=cfg["w_dim"], img_resolution=img_resolution,
@@ -265,56 +181,147 @@ def _build(cfg: dict, img_resolution: tuple[int, int], img_channels: int, seed: 
     return G, D
 
 
-def _mixed_ws(G: Generator, z: torch.Tensor, z2: torch.Tensor, prob: float,
-              gen: torch.Generator) -> torch.Tensor:
-    """Style mixing: with probability ``prob`` the codes from a random cutoff on come from z2."""
-    ws = G.mapping(z)
-    if prob <= 0:
-        return ws
-    # draw both numbers every time (fixed RNG consumption) and decide on device: no host sync
-    u = torch.rand((), device=z.device, generator=gen)
-    cut = torch.randint(1, G.num_ws, (), device=z.device, generator=gen)
-    keep = (torch.arange(G.num_ws, device=z.device) < cut) | (u >= prob)
-    return torch.where(keep[None, :, None], ws, G.mapping(z2))
+def _lazy_adam(params, cfg: dict, interval: int, active: bool) -> torch.optim.Adam:
+    """Adam with StyleGAN2's lazy-regularisation correction c = interval / (interval + 1)."""
+    c = interval / (interval + 1) if active else 1.0
+    b0, b1 = cfg["betas"]
+    return torch.optim.Adam(params, lr=cfg["lr"] * c, betas=(b0 ** c, b1 ** c), eps=1e-8)
 
 
-def _save_grid(img: torch.Tensor, path: Path) -> None:
-    """Tile (N, 1, H, W) images in [-1, 1] into a near-square grid PNG (atomic)."""
-    from PIL import Image
+class StyleGAN2Task(TrainingTask):
+    """G, D and G_ema of one StyleGAN2 training, built on ``device`` from ``seed`` alone."""
 
-    n, _, h, w = img.shape
-    cols = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    grid = np.zeros((rows * h, cols * w), dtype=np.uint8)
-    arr = ((img[:, 0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-    for k in range(n):
-        r, c = divmod(k, cols)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = arr[k]
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
+    streams = ("latent", "noise", "aug")
 
+    def __init__(self, cfg: dict, img_shape: tuple[int, int, int], *, seed: int,
+                 device: torch.device):
+        self.cfg = cfg
+        c, h, w = img_shape
+        self.G, self.D = _build(cfg, (h, w), c, seed)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        for m in (self.G, self.D, self.G_ema):
+            m.to(device)
+        self.opt_G = _lazy_adam(self.G.parameters(), cfg, cfg["pl_interval"], cfg["pl_weight"] > 0)
+        self.opt_D = _lazy_adam(self.D.parameters(), cfg, cfg["r1_interval"], cfg["r1_gamma"] > 0)
+        self.pl_mean = torch.zeros((), device=device)
+        self.device = device
+        self.sample_z = torch.randn(cfg["num_samples"], cfg["z_dim"],
+                                    generator=torch.Generator().manual_seed(int(seed) + 2024)).to(device)
 
-def _generators(seed: int, rank: int, device: torch.device, iteration: int = 0) -> dict[str, torch.Generator]:
-    gens = {}
-    for k, name in enumerate(("data", "latent", "noise", "aug")):
-        g = torch.Generator(device="cpu" if name == "data" else device)
-        g.manual_seed(int(seed) * 1_000_003 + rank * 7919 + k * 104_729 + iteration)
-        gens[name] = g
-    return gens
+    # -- what the loop checkpoints
+    def modules(self):
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
 
+    def optimizers(self):
+        return {"G": self.opt_G, "D": self.opt_D}
 
-def _load_checkpoint(path: Path, cfg: dict, seed: int) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = json.loads(state["config"])
-    now = json.loads(json.dumps(cfg))
-    diff = sorted(k for k in now if k not in _RESUME_MUTABLE and saved.get(k) != now[k])
-    if diff or int(state["seed"]) != int(seed):
-        detail = {k: (saved.get(k), now[k]) for k in diff}
-        if int(state["seed"]) != int(seed):
-            detail["seed"] = (int(state["seed"]), int(seed))
-        raise ValueError(f"{path}: checkpoint written with different settings (saved, now): {detail}; "
-                         "resume with the same config and seed, or use a new workdir")
-    return state
+    def ema(self):
+        return [EMA(self.G_ema, self.G, self.cfg["ema_kimg"], self.cfg["ema_rampup"])]
+
+    def extra_state(self):
+        import json
+        return {"pl_mean": self.pl_mean.detach().cpu(), "generator_config": json.dumps(self.G.config())}
+
+    def load_extra_state(self, state):
+        self.pl_mean = state["pl_mean"].to(self.device)
+
+    def setup(self, env: Env) -> None:
+        self.synth = env.compile(self.G.synthesis)
+        self.D_run = env.compile(self.D)
+        self.autocast = env.autocast
+        self.use_bf16 = env.use_bf16
+
+    # -- one iteration
+    def _noise_gen(self, step: Step):
+        # only pass the noise generator when it is used (a Generator argument breaks torch.compile graphs)
+        return step.streams["noise"] if self.cfg["train_noise_mode"] == "random" else None
+
+    def _latents(self, step: Step, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = step.streams["latent"]
+        return (torch.randn(k, self.cfg["z_dim"], device=self.device, generator=g),
+                torch.randn(k, self.cfg["z_dim"], device=self.device, generator=g))
+
+    def _mixed_ws(self, z: torch.Tensor, z2: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Style mixing: with probability ``style_mixing_prob`` the codes from a random cutoff
+        on come from z2."""
+        G, prob = self.G, self.cfg["style_mixing_prob"]
+        ws = G.mapping(z)
+        if prob <= 0:
+            return ws
+        # draw both numbers every time (fixed RNG consumption) and decide on device: no host sync
+        u = torch.rand((), device=z.device, generator=gen)
+        cut = torch.randint(1, G.num_ws, (), device=z.device, generator=gen)
+        keep = (torch.arange(G.num_ws, device=z.device) < cut) | (u >= prob)
+        return torch.where(keep[None, :, None], ws, G.mapping(z2))
+
+    def _sigma(self, step: Step) -> float:
+        return blur_sigma_at(self.cfg, step.nimg)
+
+    def augment(self, real: torch.Tensor, step: Step) -> torch.Tensor:
+        """§3.1: a fraction ``rotate_prob`` of the reals rotated by up to ±``rotate_degrees``."""
+        deg, prob = float(self.cfg["rotate_degrees"]), self.cfg["rotate_prob"]
+        if deg <= 0 or prob <= 0:
+            return real
+        b = real.shape[0]
+        ang = (torch.rand(b, device=self.device, generator=step.streams["aug"]) * 2 - 1) * deg
+        apply = torch.rand(b, device=self.device, generator=step.streams["aug"]) < prob
+        return torch.where(apply[:, None, None, None], rotate_images(real, ang), real)
+
+    def _d_main(self, step: Step) -> torch.Tensor:
+        sigma = self._sigma(step)
+        z, z2 = self._latents(step, step.real.shape[0])
+        with torch.no_grad():
+            fake = self.synth(self._mixed_ws(z, z2, step.streams["latent"]),
+                              self.cfg["train_noise_mode"], self._noise_gen(step))
+        real_logits = self.D_run(blur_images(step.real, sigma))
+        fake_logits = self.D_run(blur_images(fake, sigma))
+        loss = d_logistic_loss(real_logits, fake_logits)
+        step.track("loss_D", loss)
+        step.track("real_logit", real_logits.mean())
+        step.track("fake_logit", fake_logits.mean())
+        step.track("blur_sigma", torch.tensor(sigma))
+        return loss
+
+    def _d_reg(self, step: Step) -> torch.Tensor:
+        sigma = self._sigma(step)
+        r1 = r1_penalty(lambda img: self.D(blur_images(img, sigma)), step.real)
+        step.track("r1", r1.mean())
+        return r1.mean() * (self.cfg["r1_gamma"] / 2) * self.cfg["r1_interval"]
+
+    def _g_main(self, step: Step) -> torch.Tensor:
+        z, z2 = self._latents(step, step.real.shape[0])
+        ws = self._mixed_ws(z, z2, step.streams["latent"])
+        fake = self.synth(ws, self.cfg["train_noise_mode"], self._noise_gen(step))
+        loss = g_nonsaturating_loss(self.D_run(blur_images(fake, self._sigma(step))))
+        step.track("loss_G", loss)
+        with torch.no_grad():  # tracked mean w from the unmixed codes, averaged over ranks
+            self.G.mapping.update_w_avg(all_reduce_mean(ws[:, 0].detach().float().mean(dim=0)))
+        return loss
+
+    def _g_reg(self, step: Step) -> torch.Tensor:
+        cfg = self.cfg
+        z, z2 = self._latents(step, max(1, step.real.shape[0] // cfg["pl_batch_shrink"]))
+        ws = self._mixed_ws(z, z2, step.streams["latent"])
+        noise, gen = cfg["train_noise_mode"], step.streams["noise"]
+        pen, pl_mean = path_length_penalty(lambda w: self.G.synthesis(w, noise, gen), ws,
+                                           self.pl_mean, gen, cfg["pl_decay"])
+        self.pl_mean = pl_mean.detach()
+        step.track("pl", pen.mean())
+        return pen.mean() * cfg["pl_weight"] * cfg["pl_interval"]
+
+    def phases(self) -> list[Phase]:
+        cfg = self.cfg
+        out = [Phase("Dmain", (self.D,), "D", self._d_main)]
+        if cfg["r1_gamma"] > 0:
+            out.append(Phase("Dreg", (self.D,), "D", self._d_reg, interval=cfg["r1_interval"]))
+        out.append(Phase("Gmain", (self.G,), "G", self._g_main))
+        if cfg["pl_weight"] > 0:
+            out.append(Phase("Greg", (self.G,), "G", self._g_reg, interval=cfg["pl_interval"]))
+        return out
+
+    def samples(self) -> torch.Tensor:
+        mode = "const" if self.cfg["train_noise_mode"] == "random" else self.cfg["train_noise_mode"]
+        return self.G_ema(self.sample_z, noise_mode=mode)
 
 
 def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, device: str = "cpu",
@@ -329,199 +336,16 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
     log: called with one line per log interval (rank 0 only).
     """
     cfg = resolve_config(cfg)
-    workdir = Path(workdir)
-    dev = torch.device(device)
-    rank, world = _dist_info()
-    say = (getattr(log, "info", log) if log is not None and rank == 0 else (lambda msg: None))
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[0] < 1:
         raise ValueError(f"train_stylegan images: got {getattr(images, 'shape', type(images))}, "
                          "expected a tensor (N, C, H, W) with N >= 1")
-    n, c, h, w = images.shape
-    batch = int(cfg["batch_size"])
-    if batch % world:
-        raise ValueError(f"StyleGAN2 config 'batch_size' {batch} is not divisible by the world size "
-                         f"{world}; choose a multiple of the number of processes")
-    local_batch = batch // world
-    G, D = _build(cfg, (h, w), c, seed)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    ckpt_path = workdir / CHECKPOINT_NAME
-    state = _load_checkpoint(ckpt_path, cfg, seed) if ckpt_path.exists() else None
-    if state is not None and int(state["iteration"]) >= cfg["iterations"]:
-        G_ema.load_state_dict(state["G_ema"])
-        say(f"{ckpt_path}: complete at iteration {int(state['iteration'])}, not training")
-        return G_ema.to(dev)
-
-    for m in (G, D, G_ema):
-        m.to(dev)
-    b0, b1 = cfg["betas"]
-    ratios = {"G": cfg["pl_interval"] / (cfg["pl_interval"] + 1) if cfg["pl_weight"] > 0 else 1.0,
-              "D": cfg["r1_interval"] / (cfg["r1_interval"] + 1) if cfg["r1_gamma"] > 0 else 1.0}
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg["lr"] * ratios["G"],
-                             betas=(b0 ** ratios["G"], b1 ** ratios["G"]), eps=1e-8)
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg["lr"] * ratios["D"],
-                             betas=(b0 ** ratios["D"], b1 ** ratios["D"]), eps=1e-8)
-    gens = _generators(seed, rank, dev)
-    start, pl_mean = 0, torch.zeros((), device=dev)
-    records: list[dict] = []
-    if state is not None:
-        for m, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "G_opt"), (opt_D, "D_opt")):
-            m.load_state_dict(state[key])
-        start, pl_mean = int(state["iteration"]), state["pl_mean"].to(dev)
-        if world == 1 and int(state["world_size"]) == 1:
-            for name, g in gens.items():
-                g.set_state(state[f"rng_{name}"])
-        else:  # other ranks' streams are not saved: reseed every rank from (seed, rank, iteration)
-            gens = _generators(seed, rank, dev, iteration=start)
-        log_path = workdir / "train_log.jsonl"
-        if log_path.exists():
-            records = [r for r in map(json.loads, log_path.read_text().splitlines())
-                       if r["iteration"] <= start]
-        say(f"{ckpt_path}: resuming at iteration {start}")
-    if world > 1:
-        for m in (G, D, G_ema):
-            for t in list(m.parameters()) + list(m.buffers()):
-                dist.broadcast(t.data, src=0)
-
-    data = images.float()
-    data = data.to(dev) if dev.type == "cuda" and data.numel() * 4 < 2 ** 31 else data
-    use_bf16 = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and dev.type == "cuda")
-
-    def autocast():
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-    synth = torch.compile(G.synthesis) if cfg["compile"] else G.synthesis
-    D_run = torch.compile(D) if cfg["compile"] else D
-    noise_mode, deg, mix = cfg["train_noise_mode"], float(cfg["rotate_degrees"]), cfg["style_mixing_prob"]
-    # only pass the noise generator when it is used (a Generator argument breaks torch.compile graphs)
-    noise_gen = gens["noise"] if noise_mode == "random" else None
-    sample_z = torch.randn(cfg["num_samples"], cfg["z_dim"],
-                           generator=torch.Generator().manual_seed(int(seed) + 2024)).to(dev)
-    sample_mode = "const" if noise_mode == "random" else noise_mode
-    stats: dict[str, list[torch.Tensor]] = {}
-    t_last, it_last = time.perf_counter(), start
-
-    def track(name: str, value: torch.Tensor) -> None:
-        stats.setdefault(name, []).append(value.detach().float())
-
-    def latents(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = gens["latent"]
-        return (torch.randn(k, cfg["z_dim"], device=dev, generator=g),
-                torch.randn(k, cfg["z_dim"], device=dev, generator=g))
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg["iterations"], initial=start, disable=not progress or rank != 0,
-               desc="stylegan2", unit="it")
-    for it in range(start, cfg["iterations"]):
-        sigma = blur_sigma_at(cfg, it * batch)
-
-        def run_D(img: torch.Tensor) -> torch.Tensor:
-            return D_run(blur_images(img, sigma))
-
-        # ---- D: logistic loss on augmented reals and detached fakes
-        idx = torch.randint(n, (local_batch,), generator=gens["data"])
-        real = data[idx.to(data.device)].to(dev, non_blocking=True)
-        if deg > 0 and cfg["rotate_prob"] > 0:
-            ang = (torch.rand(local_batch, device=dev, generator=gens["aug"]) * 2 - 1) * deg
-            apply = torch.rand(local_batch, device=dev, generator=gens["aug"]) < cfg["rotate_prob"]
-            real = torch.where(apply[:, None, None, None], rotate_images(real, ang), real)
-        G.requires_grad_(False)
-        D.requires_grad_(True)
-        z, z2 = latents(local_batch)
-        with torch.no_grad(), autocast():
-            fake = synth(_mixed_ws(G, z, z2, mix, gens["latent"]), noise_mode, noise_gen)
-        with autocast():
-            real_logits, fake_logits = run_D(real), run_D(fake)
-            loss_D = d_logistic_loss(real_logits, fake_logits)
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        _sync_grads(D, world)
-        opt_D.step()
-        track("loss_D", loss_D)
-        track("real_logit", real_logits.mean())
-        track("fake_logit", fake_logits.mean())
-        track("blur_sigma", torch.tensor(sigma))
-        # ---- D: lazy R1 on the reals, weighted by the interval
-        if cfg["r1_gamma"] > 0 and it % cfg["r1_interval"] == 0:
-            with autocast():
-                r1 = r1_penalty(lambda img: D(blur_images(img, sigma)), real)
-            opt_D.zero_grad(set_to_none=True)
-            (r1.mean() * (cfg["r1_gamma"] / 2) * cfg["r1_interval"]).backward()
-            _sync_grads(D, world)
-            opt_D.step()
-            track("r1", r1.mean())
-        # ---- G: non-saturating loss with style mixing
-        G.requires_grad_(True)
-        D.requires_grad_(False)
-        z, z2 = latents(local_batch)
-        with autocast():
-            ws = _mixed_ws(G, z, z2, mix, gens["latent"])
-            fake_logits = run_D(synth(ws, noise_mode, noise_gen))
-            loss_G = g_nonsaturating_loss(fake_logits)
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        _sync_grads(G, world)
-        opt_G.step()
-        track("loss_G", loss_G)
-        with torch.no_grad():  # tracked mean w from the unmixed codes, averaged over ranks
-            w_mean = ws[:, 0].detach().float().mean(dim=0)
-            if world > 1:
-                dist.all_reduce(w_mean)
-                w_mean /= world
-            G.mapping.update_w_avg(w_mean)
-        # ---- G: lazy path-length regularisation
-        if cfg["pl_weight"] > 0 and it % cfg["pl_interval"] == 0:
-            z, z2 = latents(max(1, local_batch // cfg["pl_batch_shrink"]))
-            with autocast():
-                ws = _mixed_ws(G, z, z2, mix, gens["latent"])
-                pen, pl_mean = path_length_penalty(G, ws, pl_mean, gens["noise"], noise_mode,
-                                                   cfg["pl_decay"], world)
-            opt_G.zero_grad(set_to_none=True)
-            (pen.mean() * cfg["pl_weight"] * cfg["pl_interval"]).backward()
-            _sync_grads(G, world)
-            opt_G.step()
-            pl_mean = pl_mean.detach()
-            track("pl", pen.mean())
-        # ---- EMA of G (half-life ema_kimg thousand images, optionally ramped up)
-        done = it + 1
-        ema_nimg = cfg["ema_kimg"] * 1000
-        if cfg["ema_rampup"] is not None:
-            ema_nimg = min(ema_nimg, done * batch * cfg["ema_rampup"])
-        beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
-        with torch.no_grad():
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.detach().lerp(p_ema, beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
-        bar.update(1)
-
-        if done % cfg["log_interval"] == 0 or done == cfg["iterations"]:
-            now = time.perf_counter()
-            rec = {"iteration": done, "kimg": done * batch / 1000,
-                   **{k: float(torch.stack(v).mean()) for k, v in sorted(stats.items())},
-                   "sec_per_iter": (now - t_last) / max(done - it_last, 1),
-                   "images_per_s": batch * (done - it_last) / max(now - t_last, 1e-9)}
-            stats.clear()
-            t_last, it_last = now, done
-            records.append(rec)
-            if rank == 0:
-                atomic_write(workdir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-                say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-                bar.set_postfix(loss_G=f"{rec['loss_G']:.3f}", loss_D=f"{rec['loss_D']:.3f}")
-        if rank == 0 and (done % cfg["sample_interval"] == 0 or done == cfg["iterations"]):
-            with torch.no_grad():
-                _save_grid(G_ema(sample_z, noise_mode=sample_mode), workdir / f"samples_{done:06d}.png")
-        if done % cfg["checkpoint_interval"] == 0 or done == cfg["iterations"]:
-            if rank == 0:
-                payload = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-                           "G_opt": opt_G.state_dict(), "D_opt": opt_D.state_dict(),
-                           "iteration": done, "pl_mean": pl_mean.detach().cpu(),
-                           "config": json.dumps(cfg), "generator_config": json.dumps(G.config()),
-                           "seed": int(seed), "world_size": world,
-                           **{f"rng_{k}": g.get_state() for k, g in gens.items()}}
-                with atomic_path(ckpt_path) as tmp:
-                    torch.save(payload, tmp)
-            if world > 1:
-                dist.barrier()
-    bar.close()
-    return G_ema.eval().requires_grad_(False)
+    dev = torch.device(device)
+    task = StyleGAN2Task(cfg, tuple(images.shape[1:]), seed=seed, device=dev)
+    settings = LoopSettings(iterations=cfg["iterations"], batch_size=cfg["batch_size"],
+                            checkpoint_interval=cfg["checkpoint_interval"],
+                            log_interval=cfg["log_interval"], sample_interval=cfg["sample_interval"],
+                            precision=cfg["precision"], compile=cfg["compile"],
+                            checkpoint_name=CHECKPOINT_NAME, desc="stylegan2")
+    train(task, images, settings, workdir, config=cfg, mutable=_RESUME_MUTABLE, seed=seed,
+          device=dev, progress=progress, log=log)
+    return task.G_ema.to(dev).eval().requires_grad_(False)

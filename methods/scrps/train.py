@@ -19,8 +19,8 @@ import torch
 import yaml
 
 from adbench.io import save_tensors, write_json
-
-from .stylegan_train import STYLEGAN_PRESETS, init_distributed, resolve_config, train_stylegan
+from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS, resolve_config, train_stylegan
+from adbench.training import init_distributed
 
 
 def parse_set(items: list[str]) -> dict:

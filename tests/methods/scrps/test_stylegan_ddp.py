@@ -18,7 +18,8 @@ WORKER = textwrap.dedent('''
     import torch
     torch.set_num_threads(1)
     from adbench.methods.scrps.stylegan2 import tensor_hash
-    from adbench.methods.scrps.stylegan_train import init_distributed, train_stylegan
+    from adbench.methods.scrps.stylegan_train import train_stylegan
+    from adbench.training import init_distributed
     rank, world, device = init_distributed("cpu")
     out = sys.argv[1]
     g = torch.Generator().manual_seed(0)

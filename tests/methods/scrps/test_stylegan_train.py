@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from adbench.methods.scrps.stylegan2 import Discriminator, Generator, tensor_hash
-from adbench.methods.scrps.stylegan_train import (CHECKPOINT_NAME, STYLEGAN_PRESETS,
-                                                  blur_images, blur_sigma_at,
-                                                  default_stylegan_config, r1_penalty,
+from adbench.methods.scrps.stylegan_train import (CHECKPOINT_NAME, STYLEGAN_PRESETS, blur_images,
+                                                  blur_sigma_at, default_stylegan_config,
                                                   resolve_config, rotate_images, train_stylegan)
+from adbench.training.losses import r1_penalty
 
 # one torch thread: several test modules' convolutions oversubscribe 2 shared cores
 pytestmark = pytest.mark.usefixtures("one_thread")

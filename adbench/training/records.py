@@ -1,0 +1,49 @@
+"""What a training writes beside its checkpoint: the JSONL loss log and sample grids."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adbench.io import atomic_path, atomic_write
+
+__all__ = ["LossLog", "save_grid"]
+
+
+class LossLog:
+    """``train_log.jsonl``: one JSON record per log interval, rewritten atomically.
+
+    On resume the records after the checkpoint's iteration are dropped (they were written by
+    the interrupted run after its last checkpoint and will be written again).
+    """
+
+    def __init__(self, path: Path, resume_at: int | None = None):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        if resume_at is not None and self.path.exists():
+            self.records = [r for r in map(json.loads, self.path.read_text().splitlines())
+                            if r["iteration"] <= resume_at]
+
+    def append(self, record: dict, write: bool = True) -> None:
+        self.records.append(record)
+        if write:
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+
+def save_grid(img: torch.Tensor, path: Path) -> None:
+    """Tile (N, 1, H, W) images in [-1, 1] into a near-square grid PNG (atomic)."""
+    from PIL import Image
+
+    n, _, h, w = img.shape
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = np.zeros((rows * h, cols * w), dtype=np.uint8)
+    arr = ((img[:, 0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    for k in range(n):
+        r, c = divmod(k, cols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = arr[k]
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
