@@ -7,6 +7,7 @@ half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -18,7 +19,8 @@ import torch
 import yaml
 
 __all__ = ["cache_dir", "atomic_path", "atomic_write", "write_json", "write_yaml", "read_yaml",
-           "save_tensors", "load_tensors", "save_nifti"]
+           "save_tensors", "load_tensors", "save_nifti", "json_tensor", "tensor_json",
+           "file_sha256", "safe_filename"]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -96,6 +98,39 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
 def load_tensors(path: str | Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
     """Load tensors saved by :func:`save_tensors`; never unpickles code."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def json_tensor(obj: Any) -> torch.Tensor:
+    """A JSON-able object as a uint8 tensor, so it can live in a ``weights_only`` state dict."""
+    return torch.tensor(list(json.dumps(obj).encode("utf-8")), dtype=torch.uint8)
+
+
+def tensor_json(t: torch.Tensor) -> Any:
+    """Inverse of :func:`json_tensor`."""
+    return json.loads(bytes(t.tolist()).decode("utf-8"))
+
+
+def safe_filename(name: str) -> str:
+    """``name`` with every character other than letters, digits, ``-``, ``_`` and ``.``
+    replaced by ``_`` (subject ids become file names)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, computed once per (path, size, mtime) in this process."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:

@@ -16,6 +16,7 @@ import pluggy
 
 from adbench import hookspecs
 from adbench.errors import PluginError, UnknownNameError
+from adbench.params import signature_defaults
 
 __all__ = ["hookimpl", "MethodSpec", "DatasetSpec", "Registry", "get_registry",
            "PluginError", "UnknownNameError", "ENTRY_POINT_GROUP"]
@@ -33,32 +34,50 @@ class MethodSpec:
     """A detector method offered by a plugin.
 
     name            CLI name (``adbench run --method NAME``): lowercase, digits, ``-``/``_``.
-    factory         callable(**config) -> adbench.Detector.
-    default_config  keyword arguments of ``factory`` with their defaults; ``--set`` keys
-                    are validated against it.
+    factory         callable(**config) -> adbench.Detector. Its signature is the config:
+                    every parameter has a default, and its type hint (see
+                    :mod:`adbench.params`) is checked before a run writes anything.
     kind            one of "reconstruction", "feature", "hybrid", "baseline".
     description     one line for ``adbench list``.
+    default_config  leave it out: it is derived from ``factory``'s signature (tuples become
+                    lists). Give it only for a factory without a signature (``**kwargs``).
     presets         preset name → partial config overriding ``default_config``
                     (e.g. "smoke" for CI, "paper" for the published settings).
     predict_keys    config keys that change only ``predict``, never the fitted state
                     (e.g. SCRPS's k1, k2, l2). They are left out of the model-cache key, so
                     an ablation over them reuses one fitted model.
+    file_keys       config keys whose value, when not None, is the path of a file ``fit``
+                    reads (e.g. SCRPS's ``generator``). The runner checks the file exists
+                    before anything is written, puts its sha256 in the model-cache key (a
+                    new file is a new model, whatever its name) and records path and sha256
+                    in ``summary.json`` under ``inputs``.
     """
 
     name: str
     factory: Callable[..., Any]
-    default_config: dict[str, Any]
     kind: str
     description: str
+    default_config: dict[str, Any] | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     predict_keys: tuple[str, ...] = ()
+    file_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in METHOD_KINDS:
             raise PluginError(f"method {self.name!r}: kind {self.kind!r} is not one of {METHOD_KINDS}")
-        unknown = set(self.predict_keys) - set(self.default_config)
-        if unknown:
-            raise PluginError(f"method {self.name!r}: predict_keys {sorted(unknown)} are not config keys")
+        derived = signature_defaults(self.factory, f"method {self.name!r}")
+        if self.default_config is None:
+            object.__setattr__(self, "default_config", derived)
+        elif derived and set(self.default_config) != set(derived):
+            raise PluginError(f"method {self.name!r}: default_config keys "
+                              f"{sorted(self.default_config)} differ from the parameters of "
+                              f"{self.factory.__qualname__} {sorted(derived)}; leave "
+                              "default_config out, it is derived from the signature")
+        for what in ("predict_keys", "file_keys"):
+            unknown = set(getattr(self, what)) - set(self.default_config)
+            if unknown:
+                raise PluginError(f"method {self.name!r}: {what} {sorted(unknown)} are not "
+                                  "config keys")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,9 @@ from adbench.data.dataset import Dataset
 from adbench.data.preprocess import HistogramReference, PreprocessConfig
 from adbench.data.volume import DataError, SliceSet
 from adbench.detector import Context, Detector
-from adbench.io import atomic_write, cache_dir, load_tensors, save_tensors, write_json, write_yaml
+from adbench.io import (atomic_write, cache_dir, file_sha256, load_tensors, save_tensors, write_json,
+                        write_yaml)
+from adbench.params import check_config
 from adbench.plugins import Registry, get_registry
 
 __all__ = ["RunSpec", "resolve", "load_split", "run"]
@@ -119,6 +121,14 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
                                files["method"], over["method"])
     if "weights" in method_cfg and "weights" not in files["method"] and "weights" not in over["method"]:
         method_cfg["weights"] = runner_cfg["weights"]  # one weights choice for the whole run
+    check_config(mspec.factory, method_cfg, f"method {method!r}")  # types and ranges, now
+    for key in mspec.file_keys:
+        if method_cfg.get(key) is not None:
+            path = Path(str(method_cfg[key])).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"method {method!r} config key {key!r}: {method_cfg[key]} is not "
+                                  f"a file (--set {key}=PATH names the file that fit reads)")
+            method_cfg[key] = str(path.resolve())
 
     def dataset_layer(spec, name, root, flag):
         if root is None:
@@ -224,9 +234,18 @@ def _make_run_dir(output: Path, spec: RunSpec) -> Path:
     raise RuntimeError(f"could not create a fresh run folder under {base}")
 
 
+def input_files(spec: RunSpec) -> dict[str, dict[str, str]]:
+    """key -> {"path", "sha256"} of the files the method's config names (``file_keys``)."""
+    mspec = (spec.registry or get_registry()).method(spec.method)
+    return {k: {"path": str(spec.method_config[k]), "sha256": file_sha256(spec.method_config[k])}
+            for k in mspec.file_keys if spec.method_config.get(k) is not None}
+
+
 def _model_key(spec: RunSpec, train_fp: str) -> str:
     predict_only = set((spec.registry or get_registry()).method(spec.method).predict_keys)
     fit_config = {k: v for k, v in spec.method_config.items() if k not in predict_only}
+    # a file enters the key by content, not by name
+    fit_config.update({k: f"sha256:{v['sha256']}" for k, v in input_files(spec).items()})
     payload = json.dumps({"method": spec.method, "config": fit_config, "train": train_fp,
                           "preprocess": spec.preprocess.to_dict(), "seed": spec.seed,
                           "max_train_volumes": spec.runner["max_train_volumes"]},
@@ -329,6 +348,7 @@ def _execute(spec: RunSpec, run_dir: Path, test_ds: Dataset, train_ds: Dataset, 
     summary = evaluate_test_set(spec, run_dir, detector, ctx, test_ds, reference, skipped=skipped,
                                 progress=progress, timings=timings)
     summary["model"] = {"status": model_status, "cache_dir": str(model_cache)}
+    summary["inputs"] = input_files(spec)
     summary["train_data_sources"] = {k: sorted(v) for k, v in sorted(train_sources.items())}
     summary["n_train_slices"] = n_train_slices
     summary["skipped_train_or_test"] = len(skipped)

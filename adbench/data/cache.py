@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adbench.data.dataset import Dataset, file_fingerprint
+from adbench.data.dataset import Dataset
 from adbench.data.preprocess import (HistogramReference, PreprocessConfig, Preprocessed, normalize,
                                      preprocess_volume)
 from adbench.data.volume import DataError, SliceSet
-from adbench.io import atomic_path, cache_dir, write_json
+from adbench.io import atomic_path, cache_dir, file_sha256, safe_filename, write_json
 
 __all__ = ["SliceCache", "iter_preprocessed", "to_slices", "finalize_image"]
 
@@ -51,7 +51,7 @@ class SliceCache:
         st = path.stat()
         memo = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
         if memo not in self._hash_index:
-            self._hash_index[memo] = file_fingerprint(path)
+            self._hash_index[memo] = file_sha256(path)
             self._dirty = True
         return self._hash_index[memo]
 
@@ -62,7 +62,7 @@ class SliceCache:
 
     def get(self, subject: str) -> Preprocessed:
         key, sources = self.key(subject)
-        path = self.root / f"{_safe(subject)}-{key}.npz"
+        path = self.root / f"{safe_filename(subject)}-{key}.npz"
         if path.exists():
             try:
                 return _load_pre(path, subject)
@@ -83,9 +83,6 @@ class SliceCache:
             write_json(self._manifest_path, self._manifest)
             self._dirty = False
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _read_json(path: Path) -> dict:

@@ -15,7 +15,7 @@ from typing import Any
 
 from adbench.data.volume import Volume
 
-__all__ = ["Dataset", "ListedDataset", "file_fingerprint"]
+__all__ = ["Dataset", "ListedDataset"]
 
 
 class Dataset:
@@ -88,14 +88,3 @@ class ListedDataset(Dataset):
         self._check_split(split)
         return list(self._listing()[1])
 
-
-def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()

@@ -21,7 +21,7 @@ from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
 from adbench.detector import Context, Detector
 from adbench.evaluation.metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
 from adbench.evaluation.volume import definitions, evaluate_volume, region_mask, write_per_volume
-from adbench.io import save_nifti
+from adbench.io import safe_filename, save_nifti
 
 __all__ = ["evaluate_test_set", "predict_maps"]
 
@@ -96,7 +96,7 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
             slice_s.append(s)
             slice_y.append(y)
         if spec.runner["write_maps"]:
-            sid = _safe(pre.subject_id)
+            sid = safe_filename(pre.subject_id)
             save_nifti(maps_dir / f"{sid}.nii.gz", amap, pre.affine)
             save_nifti(maps_dir / f"{sid}_image.nii.gz", image.astype(np.float32), pre.affine)
             save_nifti(maps_dir / f"{sid}_brain.nii.gz", pre.brain.astype(np.uint8), pre.affine)
@@ -157,6 +157,3 @@ def _weights(scorer, detector) -> dict | None:
         info["method"] = detector.weights_info_
     return info or None
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

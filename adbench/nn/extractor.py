@@ -7,11 +7,14 @@ parameters, so loading a state against different backbone weights (another file 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
-__all__ = ["make_extractor", "fingerprint", "check_fingerprint", "extractor_state"]
+#: backbone names a config may ask for (weights: adbench.nn.weights)
+Backbone = Literal["vgg16", "resnet18", "wide_resnet50_2"]
+
+__all__ = ["Backbone", "make_extractor", "fingerprint", "check_fingerprint", "extractor_state"]
 
 
 def make_extractor(backbone: str, layers: Sequence[str], weights: str, seed: int,

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adbench.nn.backbones import CHANNELS, GrayToRGB, VGG16Trunk, check_slices
-from adbench.nn.weights import file_sha256, resolve_vgg16
+from adbench.io import file_sha256
+from adbench.nn.weights import resolve_vgg16
 
 __all__ = ["PerceptualScore", "PerceptualLoss", "unit_normalize", "lpips_heads_file",
            "load_lpips_heads"]

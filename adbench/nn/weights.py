@@ -26,7 +26,6 @@ Every resolution returns a provenance dict ``{"backbone", "source", "path", "sha
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -35,6 +34,7 @@ import torch
 import torchvision
 
 from adbench.errors import WeightsError
+from adbench.io import file_sha256
 
 __all__ = ["WeightsError", "resolve_vgg16", "resolve_backbone", "torchvision_cache_file",
            "file_sha256", "is_offline", "env_var", "BACKBONES", "VGG16_FEATURE_SHAPES"]
@@ -70,7 +70,6 @@ def _vgg16_feature_shapes() -> dict[str, tuple[int, ...]]:
 #: Keys and shapes of ``torchvision.models.vgg16().features.state_dict()``: "0.weight" … "28.bias".
 VGG16_FEATURE_SHAPES: dict[str, tuple[int, ...]] = _vgg16_feature_shapes()
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def env_var(backbone: str) -> str:
@@ -90,18 +89,6 @@ def torchvision_cache_file(backbone: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, computed once per (path, size, mtime) in this process."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
 
 
 def resolve_vgg16(weights: str | None = "imagenet", *,

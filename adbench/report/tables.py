@@ -189,8 +189,8 @@ def _nan_note(c: Cell | None) -> str:
 
 
 def _footnotes(lb: Leaderboard, t: Table) -> list[str]:
-    notes = [f"mean ± std (ddof=1) over test volumes, in percent; * = better than the best other "
-             f"method with paired t-test p < 0.05; bold = best mean."]
+    notes = ["mean ± std (ddof=1) over test volumes, in percent; * = better than the best other "
+             "method with paired t-test p < 0.05; bold = best mean."]
     nan = [(r, d, m, c.n_nan) for (r, d, m), c in t.cells.items() if c.n_nan]
     if nan:
         notes.append("† volumes without both classes in the region (NaN) excluded from that mean: "

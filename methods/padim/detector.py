@@ -18,7 +18,8 @@ import torch
 
 from adbench import Context, Detector, Prediction, SliceSet
 from adbench.data.sampling import index_batches, spread_subset
-from adbench.nn.extractor import check_fingerprint, extractor_state, make_extractor
+from adbench.nn.extractor import Backbone, check_fingerprint, extractor_state, make_extractor
+from adbench.params import Fraction, NonNegativeFloat, PositiveInt
 from adbench.nn.gaussian import GaussianAccumulator, mahalanobis
 from adbench.nn.maps import grid_to_map
 
@@ -38,11 +39,12 @@ class PaDiM(Detector):
     max_train_slices  fit on at most this many training slices, evenly spread (None: all).
     """
 
-    def __init__(self, backbone: str = "vgg16",
+    def __init__(self, backbone: Backbone = "vgg16",
                  layers: Sequence[str] = ("block3", "block4", "block5"),
-                 weights: str = "imagenet", batch_size: int = 32, n_features: int | None = 100,
-                 eps: float = 0.01, shrinkage: float = 0.0, sigma: float = 4.0,
-                 max_train_slices: int | None = None):
+                 weights: str = "imagenet", batch_size: PositiveInt = 32,
+                 n_features: PositiveInt | None = 100, eps: NonNegativeFloat = 0.01,
+                 shrinkage: Fraction = 0.0, sigma: NonNegativeFloat = 4.0,
+                 max_train_slices: PositiveInt | None = None):
         self.backbone = backbone
         self.layers = layers
         self.weights = weights

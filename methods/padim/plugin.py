@@ -2,12 +2,6 @@
 from adbench import MethodSpec, hookimpl
 from adbench.methods.padim.detector import PaDiM
 
-DEFAULT_CONFIG = {
-    "backbone": "vgg16", "layers": ["block3", "block4", "block5"], "weights": "imagenet",
-    "batch_size": 32, "n_features": 100, "eps": 0.01, "shrinkage": 0.0, "sigma": 4.0,
-    "max_train_slices": None,
-}
-
 PRESETS = {
     "smoke": {"batch_size": 8, "n_features": 50, "max_train_slices": 24},
     "default": {},
@@ -20,7 +14,7 @@ PRESETS = {
 @hookimpl
 def adbench_methods():
     return [MethodSpec(
-        name="padim", factory=PaDiM, default_config=dict(DEFAULT_CONFIG), kind="feature",
+        name="padim", factory=PaDiM, kind="feature",
         description="PaDiM: per-position Gaussian of random-subset VGG16 features, "
                     "Mahalanobis distance map",
         presets=PRESETS,

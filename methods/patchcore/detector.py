@@ -14,7 +14,7 @@ background appearance (including the zero-padding border effects) to pick from.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
 
 import torch
 
@@ -23,7 +23,8 @@ from adbench.data.sampling import index_batches, spread_subset
 from adbench.methods.patchcore.knn import KNN_BACKENDS, nearest_distances
 from adbench.methods.patchcore.memory_bank import build_memory_bank
 from adbench.methods.patchcore.patch_features import keep_mask, locally_aware
-from adbench.nn.extractor import check_fingerprint, extractor_state, make_extractor
+from adbench.nn.extractor import Backbone, check_fingerprint, extractor_state, make_extractor
+from adbench.params import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from adbench.nn.maps import grid_to_map
 
 __all__ = ["PatchCore"]
@@ -51,15 +52,17 @@ class PatchCore(Detector):
     max_train_slices  fit on at most this many training slices, evenly spread (None: all).
     """
 
-    def __init__(self, backbone: str = "vgg16",
+    def __init__(self, backbone: Backbone = "vgg16",
                  layers: Sequence[str] = ("block3", "block4", "block5"),
-                 weights: str = "imagenet", batch_size: int = 32, coreset_ratio: float = 0.1,
-                 max_bank_size: int | None = 20_000, projection_dim: int | None = 128,
-                 max_pool: int | None = 200_000, pool_reduction: str = "random",
-                 max_cache_mb: float = 1024,
-                 neighbourhood: int = 3, embed_dim: int | None = None,
-                 brain_margin: int | None = 3, sigma: float = 4.0, knn: str = "torch",
-                 max_train_slices: int | None = None):
+                 weights: str = "imagenet", batch_size: PositiveInt = 32,
+                 coreset_ratio: Annotated[float, Range(0, 1, lo_open=True)] = 0.1,
+                 max_bank_size: PositiveInt | None = 20_000,
+                 projection_dim: PositiveInt | None = 128, max_pool: PositiveInt | None = 200_000,
+                 pool_reduction: Literal["random", "greedy"] = "random",
+                 max_cache_mb: NonNegativeFloat = 1024, neighbourhood: PositiveInt = 3,
+                 embed_dim: PositiveInt | None = None, brain_margin: NonNegativeInt | None = 3,
+                 sigma: NonNegativeFloat = 4.0, knn: Literal["torch", "faiss", "auto"] = "torch",
+                 max_train_slices: PositiveInt | None = None):
         self.backbone = backbone
         self.layers = layers
         self.weights = weights

@@ -2,14 +2,6 @@
 from adbench import MethodSpec, hookimpl
 from adbench.methods.patchcore.detector import PatchCore
 
-DEFAULT_CONFIG = {
-    "backbone": "vgg16", "layers": ["block3", "block4", "block5"], "weights": "imagenet",
-    "batch_size": 32, "coreset_ratio": 0.1, "max_bank_size": 20_000, "projection_dim": 128,
-    "max_pool": 200_000, "pool_reduction": "random", "max_cache_mb": 1024, "neighbourhood": 3,
-    "embed_dim": None,
-    "brain_margin": 3, "sigma": 4.0, "knn": "torch", "max_train_slices": None,
-}
-
 PRESETS = {
     # CI: few slices and a small bank keep fit and per-slice kNN cheap on 2 CPU cores.
     "smoke": {"batch_size": 8, "max_train_slices": 24, "max_bank_size": 1_000,
@@ -27,7 +19,7 @@ PRESETS = {
 @hookimpl
 def adbench_methods():
     return [MethodSpec(
-        name="patchcore", factory=PatchCore, default_config=dict(DEFAULT_CONFIG), kind="feature",
+        name="patchcore", factory=PatchCore, kind="feature",
         description="PatchCore: greedy-coreset memory bank of locally aware VGG16 patch "
                     "features, nearest-neighbour distance map",
         presets=PRESETS,

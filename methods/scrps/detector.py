@@ -11,16 +11,20 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
+from typing import Annotated, Literal, Sequence
 
 import torch
 
 from adbench.data.volume import SliceSet
 from adbench.detector import Context, Prediction, ReconstructionDetector
 from adbench.methods.scrps.inversion import PRECISIONS, invert
-from adbench.methods.scrps.repository import (Repository, _json_tensor, _tensor_json,
-                                              build_repository)
+from adbench.io import json_tensor, tensor_json
+from adbench.params import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                            Range)
+from adbench.methods.scrps.repository import Repository, build_repository
 from adbench.methods.scrps.retrieval import build_index, retrieve, swap
-from adbench.methods.scrps.stylegan2 import generator_from_config, tensor_hash
+from adbench.methods.scrps.stylegan2 import (generator_from_state, generator_state, load_generator,
+                                             tensor_hash)
 from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS, config_digest, train_stylegan
 
 __all__ = ["SCRPS"]
@@ -34,6 +38,11 @@ class SCRPS(ReconstructionDetector):
     stylegan               StyleGAN2 preset of ``STYLEGAN_PRESETS`` ("paper": 12,000 iterations,
                            lr 0.002, ±15° rotations, zero noise)
     stylegan_config        overrides of that preset (dict; None: none)
+    generator              path of a trained generator file (``generator.pt`` of
+                           ``python -m adbench.methods.scrps.train``, e.g. trained on 8 GPUs);
+                           None: train StyleGAN2 in the model cache. Given, no StyleGAN2 is
+                           trained and ``stylegan``/``stylegan_config`` are not used; the
+                           file's sha256 is part of the model-cache key and the summary
     inversion_steps        Adam steps per slice (2,000);  inversion_lr (0.01)
     mse_weight             λ_mse of Eq. 1 (10)
     perceptual_weight      weight of L_percept in Eq. 1 (1; 0 = MSE-only inversion without VGG16,
@@ -55,17 +64,22 @@ class SCRPS(ReconstructionDetector):
     retrieval_chunk        repository codes per similarity block (memory bound for 10^6 codes)
     """
 
-    def __init__(self, stylegan: str = "paper", stylegan_config: dict | None = None,
-                 inversion_steps: int = 2000, inversion_lr: float = 0.01, mse_weight: float = 10.0,
-                 perceptual_weight: float = 1.0, perceptual_mode: str = "lpips",
-                 perceptual_blocks: tuple | list = (1, 2, 3, 4, 5),
-                 inversion_batch_size: int = 32, repository_fraction: float = 0.05,
-                 repository_chunk: int = 64, k1: int = 100, k2: int = 20, l1: int = 6, l2: int = 9,
-                 two_stage: bool = True, weights: str = "imagenet", precision: str = "fp32",
+    def __init__(self, stylegan: Literal["smoke", "cpu-quick", "gpu-quick", "paper"] = "paper",
+                 stylegan_config: dict | None = None, generator: str | None = None,
+                 inversion_steps: NonNegativeInt = 2000, inversion_lr: PositiveFloat = 0.01,
+                 mse_weight: NonNegativeFloat = 10.0, perceptual_weight: NonNegativeFloat = 1.0,
+                 perceptual_mode: Literal["lpips", "eq2"] = "lpips",
+                 perceptual_blocks: Sequence[Annotated[int, Range(1, 5)]] = (1, 2, 3, 4, 5),
+                 inversion_batch_size: PositiveInt = 32,
+                 repository_fraction: Annotated[float, Range(0, 1, lo_open=True)] = 0.05,
+                 repository_chunk: PositiveInt = 64, k1: PositiveInt = 100, k2: PositiveInt = 20,
+                 l1: NonNegativeInt = 6, l2: NonNegativeInt = 9, two_stage: bool = True,
+                 weights: str = "imagenet", precision: Literal["fp32", "bf16"] = "fp32",
                  compile: bool = False, retrieved_perceptual: bool = True,
-                 retrieval_chunk: int = 65536):
+                 retrieval_chunk: PositiveInt = 65536):
         self.stylegan = stylegan
         self.stylegan_config = stylegan_config
+        self.generator = generator
         self.inversion_steps = inversion_steps
         self.inversion_lr = inversion_lr
         self.mse_weight = mse_weight
@@ -177,17 +191,7 @@ class SCRPS(ReconstructionDetector):
         self.__dict__.pop("_index_cache", None)
         self.__dict__.pop("_modules_cache", None)
         dev = torch.device(ctx.device)
-        cfg = self.stylegan_settings()
-        if ctx.workdir is None:  # nothing may be written: train in a folder that is removed
-            with tempfile.TemporaryDirectory(prefix="scrps-stylegan-") as tmp:
-                G = train_stylegan(train.images, cfg, Path(tmp), device=ctx.device, seed=ctx.seed,
-                                   progress=ctx.progress, log=ctx.log)
-        else:
-            # one folder per training recipe: a preset whose settings changed starts afresh
-            # instead of failing on the old checkpoint; a longer run resumes the shorter one
-            work = Path(ctx.workdir) / f"stylegan-{config_digest(cfg)}"
-            G = train_stylegan(train.images, cfg, work, device=ctx.device, seed=ctx.seed,
-                               progress=ctx.progress, log=ctx.log)
+        G = self._train_or_load_generator(train, ctx)
         self.generator_ = G.to(dev).eval().requires_grad_(False)
         self._validate_layers(G.num_ws)
         if self.perceptual_weight > 0:
@@ -206,6 +210,28 @@ class SCRPS(ReconstructionDetector):
         if len(self.repository_) < self.k1:
             ctx.log.warning("SCRPS: the repository has %d codes, fewer than k1=%d; retrieval keeps "
                             "min(k, %d)", len(self.repository_), self.k1, len(self.repository_))
+
+    def _train_or_load_generator(self, train: SliceSet, ctx: Context):
+        """The given generator file, or a StyleGAN2 trained (or resumed) in the model cache."""
+        if self.generator is not None:
+            G = load_generator(self.generator)
+            want = (train.images.shape[1], *train.shape)
+            got = (G.img_channels, *G.img_resolution)
+            if tuple(got) != tuple(want):
+                raise ValueError(f"SCRPS generator={self.generator}: the generator makes {got} "
+                                 f"images, the training slices are {want}")
+            ctx.log.info("SCRPS: generator from %s; no StyleGAN2 training", self.generator)
+            return G
+        cfg = self.stylegan_settings()
+        if ctx.workdir is None:  # nothing may be written: train in a folder that is removed
+            with tempfile.TemporaryDirectory(prefix="scrps-stylegan-") as tmp:
+                return train_stylegan(train.images, cfg, Path(tmp), device=ctx.device,
+                                      seed=ctx.seed, progress=ctx.progress, log=ctx.log)
+        # one folder per training recipe: a preset whose settings changed starts afresh
+        # instead of failing on the old checkpoint; a longer run resumes the shorter one
+        work = Path(ctx.workdir) / f"stylegan-{config_digest(cfg)}"
+        return train_stylegan(train.images, cfg, work, device=ctx.device, seed=ctx.seed,
+                              progress=ctx.progress, log=ctx.log)
 
     # -- inference -------------------------------------------------------------------------
     def _reconstruct(self, x: torch.Tensor, ctx: Context, extras: bool):
@@ -258,19 +284,13 @@ class SCRPS(ReconstructionDetector):
 
     # -- state -----------------------------------------------------------------------------
     def _state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"generator.{k}": v for k, v in self.generator_.state_dict().items()}
-        state["generator_config_json"] = _json_tensor(self.generator_.config())
-        state["weights_info_json"] = _json_tensor(self.weights_info_)
+        state = generator_state(self.generator_)
+        state["weights_info_json"] = json_tensor(self.weights_info_)
         state.update(self.repository_.to_tensors("repository."))
         return state
 
     def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if "generator_config_json" not in state:
-            raise KeyError("SCRPS state: missing 'generator_config_json'; not an SCRPS state dict")
-        G = generator_from_config(_tensor_json(state["generator_config_json"]))
-        G.load_state_dict({k[len("generator."):]: v for k, v in state.items()
-                           if k.startswith("generator.")})
-        self.generator_ = G.eval().requires_grad_(False)
-        self.weights_info_ = _tensor_json(state["weights_info_json"])
+        self.generator_ = generator_from_state(state, where="SCRPS state")
+        self.weights_info_ = tensor_json(state["weights_info_json"])
         self.repository_ = Repository.from_tensors(state, "repository.")
         self.__dict__.pop("_index_cache", None)

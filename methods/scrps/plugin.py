@@ -2,17 +2,6 @@
 from adbench import MethodSpec, hookimpl
 from adbench.methods.scrps.detector import SCRPS
 
-DEFAULT_CONFIG = {
-    "stylegan": "paper", "stylegan_config": {},
-    "inversion_steps": 2000, "inversion_lr": 0.01, "mse_weight": 10.0,
-    "perceptual_weight": 1.0,
-    "perceptual_mode": "lpips", "perceptual_blocks": [1, 2, 3, 4, 5],
-    "inversion_batch_size": 32, "repository_fraction": 0.05, "repository_chunk": 64,
-    "k1": 100, "k2": 20, "l1": 6, "l2": 9, "two_stage": True,
-    "weights": "imagenet", "precision": "fp32", "compile": False,
-    "retrieved_perceptual": True, "retrieval_chunk": 65536,
-}
-
 PRESETS = {
     # CI, well under a minute of SCRPS work on 2 idle cores: the narrow smoke StyleGAN2 for 4
     # iterations, 3 MSE-only inversion steps (no VGG16 in the loop), a handful of codes.
@@ -43,9 +32,11 @@ PRESETS = {
 @hookimpl
 def adbench_methods():
     return [MethodSpec(
-        name="scrps", factory=SCRPS, default_config=dict(DEFAULT_CONFIG), kind="reconstruction",
+        name="scrps", factory=SCRPS, kind="reconstruction",
         description="StyleGAN2 latent code retrieval and partial swap (Wei et al., MICCAI 2025)",
         presets={k: dict(v) for k, v in PRESETS.items()},
         # retrieval and swap act at predict time only: ablations reuse the fitted model
         predict_keys=("k1", "k2", "l1", "l2", "two_stage", "retrieved_perceptual", "retrieval_chunk"),
+        # a generator trained elsewhere (torchrun on N GPUs): its sha256 keys the model cache
+        file_keys=("generator",),
     )]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from adbench.io import atomic_path, write_json
+from adbench.io import atomic_path, json_tensor, tensor_json, write_json
 
 __all__ = ["Repository", "select_slices", "build_repository", "RepositoryError"]
 
@@ -62,7 +62,7 @@ class Repository:
             prefix + "codes": self.codes.detach().cpu().float(),
             prefix + "index": torch.as_tensor(self.index, dtype=torch.long),
             prefix + "z": torch.as_tensor(self.z, dtype=torch.long),
-            prefix + "subjects_json": _json_tensor(self.subjects),
+            prefix + "subjects_json": json_tensor(self.subjects),
         }
 
     @classmethod
@@ -71,16 +71,9 @@ class Repository:
         if missing:
             raise KeyError(f"repository state: missing keys {[prefix + k for k in missing]}")
         return cls(codes=state[prefix + "codes"].float(), index=state[prefix + "index"].numpy().copy(),
-                   subjects=_tensor_json(state[prefix + "subjects_json"]),
+                   subjects=tensor_json(state[prefix + "subjects_json"]),
                    z=state[prefix + "z"].numpy().copy())
 
-
-def _json_tensor(obj) -> torch.Tensor:
-    return torch.tensor(list(json.dumps(obj).encode("utf-8")), dtype=torch.uint8)
-
-
-def _tensor_json(t: torch.Tensor):
-    return json.loads(bytes(t.tolist()).decode("utf-8"))
 
 
 def select_slices(n: int, fraction: float, generator: torch.Generator) -> np.ndarray:

@@ -19,17 +19,22 @@ Checkpoints are plain state dicts plus :meth:`Generator.config` (JSON); rebuild 
 from __future__ import annotations
 
 import math
+import pickle
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from adbench.errors import DataError
+from adbench.io import json_tensor, load_tensors, save_tensors, tensor_json
 from adbench.methods.scrps.stylegan2_layers import (EqualConv2d, EqualLinear, blur_filter, lrelu,
                                                     modulated_conv2d, upsample2d)
 
 __all__ = ["MappingNetwork", "SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "SynthesisNetwork",
            "Generator", "Discriminator", "generator_from_config", "discriminator_from_config",
-           "resolution_levels", "channel_table", "tensor_hash"]
+           "resolution_levels", "channel_table", "tensor_hash", "generator_state",
+           "generator_from_state", "save_generator", "load_generator"]
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -273,6 +278,48 @@ def generator_from_config(cfg: dict) -> Generator:
     cfg = dict(cfg)
     cfg["img_resolution"] = tuple(cfg.get("img_resolution", (160, 128)))
     return Generator(**cfg)
+
+
+def generator_state(G: Generator, prefix: str = "generator.") -> dict[str, torch.Tensor]:
+    """The weights (``generator.<name>``) and constructor config (``generator_config_json``)
+    of ``G`` as one flat dict of tensors: the format of a generator file and of SCRPS's state."""
+    return {**{prefix + k: v.detach().cpu() for k, v in G.state_dict().items()},
+            _config_key(prefix): json_tensor(G.config())}
+
+
+def _config_key(prefix: str) -> str:
+    return prefix.rstrip(".") + "_config_json"
+
+
+def generator_from_state(state: dict[str, torch.Tensor], prefix: str = "generator.",
+                         where: str = "state") -> Generator:
+    """Inverse of :func:`generator_state`: an eval-mode, frozen :class:`Generator`."""
+    if _config_key(prefix) not in state:
+        raise KeyError(f"{where}: no {_config_key(prefix)!r}; not a StyleGAN2 generator (write "
+                       "one with `python -m adbench.methods.scrps.train`)")
+    G = generator_from_config(tensor_json(state[_config_key(prefix)]))
+    G.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return G.eval().requires_grad_(False)
+
+
+def save_generator(path: str | Path, G: Generator) -> None:
+    """Write ``G`` as a generator file (atomic; loaded with ``weights_only=True``)."""
+    save_tensors(path, generator_state(G))
+
+
+def load_generator(path: str | Path) -> Generator:
+    """Read a generator file written by :func:`save_generator` (the training command's
+    ``generator.pt``); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such generator file (train one with `python -m "
+                                "adbench.methods.scrps.train ... --out DIR`, then pass "
+                                "DIR/generator.pt)")
+    try:
+        state = load_tensors(path)
+        return generator_from_state(state, where=str(path))
+    except (KeyError, RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise DataError(f"{path}: not a readable StyleGAN2 generator file ({exc})") from None
 
 
 class DiscriminatorBlock(nn.Module):

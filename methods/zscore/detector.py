@@ -11,10 +11,11 @@ import torch
 
 from adbench.data.volume import SliceSet
 from adbench.detector import Context, Detector, Prediction
+from adbench.params import NonNegativeFloat
 
 
 class ZScore(Detector):
-    def __init__(self, eps: float = 0.05, brain_only: bool = True):
+    def __init__(self, eps: NonNegativeFloat = 0.05, brain_only: bool = True):
         self.eps = eps                  # added to σ: keeps near-constant positions finite
         self.brain_only = brain_only    # statistics over brain pixels only (background is -1)
 

@@ -6,8 +6,7 @@ from adbench.methods.zscore.detector import ZScore
 @hookimpl
 def adbench_methods():
     return [MethodSpec(
-        name="zscore", factory=ZScore, default_config={"eps": 0.05, "brain_only": True},
-        kind="baseline",
+        name="zscore", factory=ZScore, kind="baseline",
         description="voxel-wise z-score against healthy training slices (sanity baseline)",
         predict_keys=("eps",),  # eps only enters the map, never the fitted mean/std
     )]

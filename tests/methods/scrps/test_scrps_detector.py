@@ -9,7 +9,9 @@ import torch
 from adbench import Context, SliceSet
 from adbench.methods.scrps.detector import SCRPS
 from adbench.methods.scrps.inversion import invert
-from adbench.methods.scrps.plugin import DEFAULT_CONFIG, PRESETS
+from adbench.methods.scrps.plugin import PRESETS
+from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS
+from adbench.plugins import get_registry
 from adbench.methods.scrps.retrieval import retrieve
 from adbench.methods.scrps.stylegan_train import config_digest
 
@@ -45,9 +47,10 @@ def fitted(tmp_path_factory):
 
 
 def test_plugin_defaults_match_constructor_and_paper():
-    import inspect
-    sig = {k: p.default for k, p in inspect.signature(SCRPS.__init__).parameters.items() if k != "self"}
-    assert sorted(sig) == sorted(DEFAULT_CONFIG)
+    import typing
+    DEFAULT_CONFIG = get_registry().method("scrps").default_config   # derived from the signature
+    hint = typing.get_type_hints(SCRPS.__init__)["stylegan"]
+    assert set(typing.get_args(hint)) == set(STYLEGAN_PRESETS)     # the config check knows them all
     assert (DEFAULT_CONFIG["inversion_steps"], DEFAULT_CONFIG["inversion_lr"], DEFAULT_CONFIG["mse_weight"],
             DEFAULT_CONFIG["k1"], DEFAULT_CONFIG["k2"], DEFAULT_CONFIG["l1"], DEFAULT_CONFIG["l2"],
             DEFAULT_CONFIG["repository_fraction"]) == (2000, 0.01, 10.0, 100, 20, 6, 9, 0.05)

@@ -161,9 +161,11 @@ def test_smoke_preset_on_160x128(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_on_synth_smoke_and_resumes(tmp_path, monkeypatch, capsys):
+def test_cli_trains_on_synth_smoke_resumes_and_writes_one_generator_file(tmp_path, monkeypatch,
+                                                                         capsys):
+    from adbench.io import file_sha256
     from adbench.methods.scrps import train as cli
-    from adbench.methods.scrps.stylegan2 import generator_from_config
+    from adbench.methods.scrps.stylegan2 import load_generator
 
     monkeypatch.setenv("ADBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "sg"
@@ -172,12 +174,43 @@ def test_cli_trains_on_synth_smoke_and_resumes(tmp_path, monkeypatch, capsys):
     assert cli.main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["num_ws"] == 12 and summary["n_slices"] > 0
-    G = generator_from_config(json.loads((out / "generator.json").read_text()))
-    G.load_state_dict(torch.load(out / "generator.pt", weights_only=True))
+    assert summary["sha256"] == file_sha256(out / "generator.pt")
+    G = load_generator(out / "generator.pt")            # weights and config in one file
+    ckpt = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert tensor_hash(G) == tensor_hash(_loaded(ckpt["G_ema"], G))
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["stylegan"]["iterations"] == 1 and saved["dataset"] == "synth"
     # a second call with more iterations resumes from the checkpoint
     assert cli.main(args[:-4] + ["--set", "iterations=2", "--set", "num_samples=2"]) == 0
     assert int(torch.load(out / CHECKPOINT_NAME, weights_only=True)["iteration"]) == 2
-    with pytest.raises(SystemExit, match="--set"):
-        cli.main(args + ["--set", "oops"])
+    capsys.readouterr()
+    assert cli.main(args + ["--set", "oops"]) == 2
+    assert "--set 'oops'" in capsys.readouterr().err
+    assert cli.main(args + ["--set", "runner.batch_size=2"]) == 2
+
+
+def _loaded(state: dict, like: Generator) -> Generator:
+    import copy
+    G = copy.deepcopy(like)
+    G.load_state_dict(state)
+    return G
+
+
+def test_generator_file_round_trip_and_errors(tmp_path):
+    from adbench.errors import DataError
+    from adbench.methods.scrps.stylegan2 import load_generator, save_generator
+
+    torch.manual_seed(0)
+    G = Generator(img_resolution=(16, 8), z_dim=8, w_dim=8, mapping_layers=2, channel_base=16,
+                  channel_max=8)
+    save_generator(tmp_path / "g.pt", G)
+    H = load_generator(tmp_path / "g.pt")
+    assert tensor_hash(H) == tensor_hash(G) and H.config() == G.config() and not H.training
+    with pytest.raises(FileNotFoundError, match="no such generator file"):
+        load_generator(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="bad.pt: not a readable StyleGAN2 generator file"):
+        load_generator(tmp_path / "bad.pt")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="other.pt.*generator_config_json"):
+        load_generator(tmp_path / "other.pt")
