@@ -238,10 +238,13 @@ def train(task: TrainingTask, images: torch.Tensor, settings: LoopSettings, work
     task.setup(env)
     phases, emas = task.phases(), task.ema()
     trained = {id(m): m for p in phases for m in p.modules}
-    stats: dict[str, list[torch.Tensor]] = {}
+    # values tracked since the last log record; a checkpoint inside a log interval saves them
+    # so that the first record after a resume averages the whole interval
+    stats: dict[str, list[torch.Tensor]] = {
+        k: list(v.to(dev).unbind()) for k, v in (state or {}).get("log_pending", {}).items()}
 
     def track(name: str, value: torch.Tensor) -> None:
-        stats.setdefault(name, []).append(value.detach().float())
+        stats.setdefault(name, []).append(value.detach().float().to(dev))
 
     from tqdm.auto import tqdm
 
@@ -293,7 +296,9 @@ def train(task: TrainingTask, images: torch.Tensor, settings: LoopSettings, work
                 payload = {**{k: m.state_dict() for k, m in modules.items()},
                            **{f"{k}_opt": o.state_dict() for k, o in optimizers.items()},
                            "iteration": done, "config": json.dumps(config), "seed": int(seed),
-                           "world_size": world, **streams.state(), **task.extra_state()}
+                           "world_size": world, **streams.state(),
+                           "log_pending": {k: torch.stack(v).cpu() for k, v in stats.items()},
+                           **task.extra_state()}
                 save_checkpoint(ckpt_path, payload)
             barrier()
     bar.close()
