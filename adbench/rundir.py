@@ -138,7 +138,7 @@ def weights_key(weights: Any) -> tuple[tuple[str, str], ...]:
 
 
 # The definitions that change a per-volume number; notes such as how slice AUROC was made do not.
-TABLE_DEFINITION_KEYS = ("region_rule", "slice_rule", "auroc", "dice_variant", "auprc",
+TABLE_DEFINITION_KEYS = ("region_rule", "slice_rule", "min_brain_fraction", "auroc", "dice_variant", "auprc",
                          "nan_policy", "std_ddof")
 
 

@@ -37,6 +37,7 @@ from adbench.config import (PREPROCESS_PRESETS, RUNNER_DEFAULTS, RUNNER_PRESETS,
 from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
 from adbench.data.dataset import Dataset
 from adbench.data.preprocess import HistogramReference, PreprocessConfig
+from adbench.data.selection import select_slices
 from adbench.data.volume import DataError, SliceSet
 from adbench.detector import Context, Detector
 from adbench.io import (atomic_write, cache_dir, file_sha256, load_tensors, save_tensors, write_json,
@@ -183,7 +184,6 @@ def _train_slices(ds: Dataset, name: str, cfg: PreprocessConfig, *, strict: bool
 
 
 def _select(pre, rule, cfg) -> np.ndarray:
-    from adbench.data.preprocess import select_slices
     return select_slices(pre.brain, pre.lesion, rule, cfg.min_brain_fraction)
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from adbench.data.volume import DataError
-from adbench.evaluation.volume import SLICE_RULES, definitions, evaluate_volume, write_per_volume
+from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES
+from adbench.evaluation.volume import definitions, evaluate_volume, write_per_volume
 
 __all__ = ["add_parser", "main", "pair_files", "evaluate_files"]
 
@@ -50,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(background included, which inflates AUROC)")
     p.add_argument("--slices", choices=SLICE_RULES, default="lesion",
                    help="axial slices evaluated: lesion (paper protocol, default), brain, all")
+    p.add_argument("--min-brain-fraction", type=float, default=MIN_BRAIN_FRACTION, metavar="F",
+                   help="with --slices brain: slices whose brain covers at least F of the slice "
+                        f"(default {MIN_BRAIN_FRACTION}, as the runner's preprocess.min_brain_fraction)")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="per-volume CSV to write")
     p.add_argument("--ignore-affine", action="store_true",
                    help="pair files even when their affines differ (same shape still required)")
@@ -167,7 +171,8 @@ def _load(path: Path):
     return data, np.asarray(img.affine, dtype=np.float64)
 
 
-def evaluate_files(pairs, *, slice_rule: str = "lesion", ignore_affine: bool = False) -> list[dict]:
+def evaluate_files(pairs, *, slice_rule: str = "lesion", ignore_affine: bool = False,
+                   min_brain_fraction: float = MIN_BRAIN_FRACTION) -> list[dict]:
     """Rows {"subject", evaluate_volume(...)} for (subject, map, label, brain) file pairs."""
     rows = []
     for subject, mp, lp, bp in pairs:
@@ -194,7 +199,8 @@ def evaluate_files(pairs, *, slice_rule: str = "lesion", ignore_affine: bool = F
             masks[what] = m > 0
         brain = masks.get("brain mask", np.ones(amap.shape, bool))
         rows.append({"subject": subject,
-                     **evaluate_volume(amap, masks["label"], brain, slice_rule=slice_rule)})
+                     **evaluate_volume(amap, masks["label"], brain, slice_rule=slice_rule,
+                                      min_brain_fraction=min_brain_fraction)})
     return rows
 
 
@@ -210,11 +216,12 @@ def main(args: argparse.Namespace) -> int:
         print("adbench evaluate: warning: no --brain-masks; the region is every voxel of the "
               "selected slices (background included, AUROC inflated)", file=sys.stderr)
     rows = evaluate_files(pair_files(maps, labels, brains), slice_rule=args.slices,
-                          ignore_affine=args.ignore_affine)
+                          ignore_affine=args.ignore_affine,
+                          min_brain_fraction=args.min_brain_fraction)
     write_per_volume(Path(args.out), rows)
     if args.run_dir:
         from adbench.rundir import write_run
-        defs = definitions(args.slices)
+        defs = definitions(args.slices, args.min_brain_fraction)
         if brains is None:
             defs["region_rule"] = "selected axial slices (no brain mask given)"
         write_run(args.run_dir, rows, method=args.method, dataset=args.dataset,

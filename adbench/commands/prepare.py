@@ -18,7 +18,7 @@ import sys
 from typing import Any, TextIO
 
 from adbench.config import dataset_sets, merge_section, preprocess_config
-from adbench.data.preprocess import select_slices
+from adbench.data.selection import select_slices
 from adbench.data.validate import validate_volume
 from adbench.data.volume import DataError, Volume
 from adbench.plugins import get_registry

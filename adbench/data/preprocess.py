@@ -32,10 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES
 from adbench.data.volume import DataError, Volume
 
 __all__ = ["PreprocessConfig", "Preprocessed", "to_ras", "brain_box", "resample_axial",
-           "equalize", "HistogramReference", "normalize", "select_slices",
+           "equalize", "HistogramReference", "normalize",
            "preprocess_volume", "grid_affine"]
 
 
@@ -47,7 +48,7 @@ class PreprocessConfig:
     nbins: int = 256                       # histogram bins for equalisation
     match: bool = True                     # step 5
     n_quantiles: int = 256                 # resolution of the matching reference
-    min_brain_fraction: float = 0.05       # "brain" slice rule: brain pixels / slice pixels
+    min_brain_fraction: float = MIN_BRAIN_FRACTION  # "brain" slice rule: brain / slice pixels
     slices_train: str = "brain"            # slice rule for training volumes
     slices_test: str = "lesion"            # slice rule for test volumes (paper protocol)
 
@@ -70,8 +71,6 @@ class PreprocessConfig:
         d["size"] = list(self.size)
         return d
 
-
-SLICE_RULES = ("lesion", "brain", "all")
 
 
 @dataclass
@@ -261,27 +260,6 @@ def normalize(image01: np.ndarray, brain: np.ndarray) -> np.ndarray:
     out = np.full(image01.shape, -1.0, np.float32)
     out[brain] = np.clip(image01[brain], 0.0, 1.0) * 2.0 - 1.0
     return out
-
-
-# -- slice selection ----------------------------------------------------------------------
-def select_slices(brain: np.ndarray, lesion: np.ndarray | None, rule: str,
-                  min_brain_fraction: float = 0.05) -> np.ndarray:
-    """Indices z of the axial slices (last axis) kept by ``rule``.
-
-    lesion  slices with at least one lesion voxel (paper protocol for test volumes)
-    brain   slices whose brain area is at least ``min_brain_fraction`` of the slice
-    all     every slice
-    """
-    if rule == "all":
-        return np.arange(brain.shape[-1])
-    if rule == "brain":
-        frac = brain.reshape(-1, brain.shape[-1]).mean(axis=0)
-        return np.flatnonzero(frac >= min_brain_fraction)
-    if rule == "lesion":
-        if lesion is None:
-            return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(lesion.reshape(-1, lesion.shape[-1]).any(axis=0))
-    raise ValueError(f"slice rule {rule!r}: expected one of {SLICE_RULES}")
 
 
 # -- steps 1–4 together -------------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 
 from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
 from adbench.detector import Context, Detector
+from adbench.data.selection import select_slices
 from adbench.evaluation.metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
 from adbench.evaluation.volume import definitions, evaluate_volume, region_mask, write_per_volume
 from adbench.io import safe_filename, save_nifti
@@ -75,8 +76,9 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
             if k.endswith("_source"):
                 sources.setdefault(k, set()).add(str(v))
         lesion = pre.lesion if pre.lesion is not None else np.zeros_like(pre.brain)
-        region, _ = region_mask(lesion, pre.brain, slice_rule=rule)
-        z = np.flatnonzero(region.any(axis=(0, 1)))
+        z = select_slices(pre.brain, lesion, rule, cfg.min_brain_fraction)   # the one rule
+        region, _ = region_mask(lesion, pre.brain, slice_rule=rule,
+                                min_brain_fraction=cfg.min_brain_fraction)
         image = finalize_image(pre, reference, cfg)
         amap = np.zeros(pre.brain.shape, np.float32)
         extras: dict[str, float] = {}
@@ -88,7 +90,8 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
             n_slices_pred += len(z)
             amap[:, :, z] = np.moveaxis(m.numpy(), 0, -1)
             extras = {f"extra_{k}": float(v.mean()) for k, v in ex.items()}
-        row = {"subject": pre.subject_id, **evaluate_volume(amap, lesion, pre.brain, slice_rule=rule), **extras}
+        row = {"subject": pre.subject_id, **evaluate_volume(amap, lesion, pre.brain, slice_rule=rule,
+                                                         min_brain_fraction=cfg.min_brain_fraction), **extras}
         rows.append(row)
         pooled.append((amap[region], lesion[region]))
         if rule != "lesion":
@@ -127,7 +130,7 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
         "slice_auroc": (slice_auroc(np.concatenate(slice_s), np.concatenate(slice_y))
                         if slice_s else math.nan),
         "n_slices": n_slices_pred,
-        "definitions": {**definitions(rule),
+        "definitions": {**definitions(rule, cfg.min_brain_fraction),
                         "slice_auroc": ("all brain slices" if rule != "lesion" else
                                         "undefined with slice_rule=lesion (every evaluated slice "
                                         "holds lesion); use --set preprocess.slices_test=brain")},
@@ -143,7 +146,8 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
     if spec.runner["figures"]:
         try:
             from adbench.report.figures import write_run_figures
-            write_run_figures(run_dir, figure_volumes, slice_rule=rule)
+            write_run_figures(run_dir, figure_volumes, slice_rule=rule,
+                              min_brain_fraction=cfg.min_brain_fraction)
         except ImportError:  # reporting layer not installed in a minimal build
             log.info("figures skipped: adbench.report is unavailable")
     return summary

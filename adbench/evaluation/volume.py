@@ -8,8 +8,11 @@ and every voxel metric of :mod:`adbench.evaluation.metrics` is computed on the a
 labels inside R_v. ``slice_rule``:
 
 * ``"lesion"`` (default, the paper's protocol): the axial slices whose lesion mask is non-empty;
-* ``"brain"``: every axial slice holding at least one brain voxel;
-* ``"all"``: every axial slice (R_v = brain).
+* ``"brain"``: the axial slices whose brain area is at least ``min_brain_fraction`` (5%);
+* ``"all"``: every axial slice with brain (R_v = brain).
+
+The slices are chosen by :func:`adbench.data.selection.select_slices`, the same function that
+chooses the training slices and the slices a detector predicts, so they cannot disagree.
 
 Background voxels never count: including them inflates AUROC (a known flaw of some public
 code). :data:`DEFINITIONS` (via :func:`definitions`) is written with every result, so tables
@@ -24,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES, check_rule, select_slices
 from adbench.evaluation import metrics as _m
 from adbench.io import atomic_write
 
 __all__ = ["evaluate_volume", "region_mask", "definitions", "DEFINITIONS", "SLICE_RULES",
            "ROW_KEYS", "PER_VOLUME_COLUMNS", "write_per_volume", "read_per_volume"]
 
-SLICE_RULES = ("lesion", "brain", "all")
 ROW_KEYS = ("auroc", "dice_max", "auprc", "n_voxels", "n_lesion_voxels", "n_slices")
 PER_VOLUME_COLUMNS = ("subject", *ROW_KEYS)
 
@@ -48,34 +51,30 @@ DEFINITIONS = {
 }
 
 
-def definitions(slice_rule: str = "lesion") -> dict:
+def definitions(slice_rule: str = "lesion", min_brain_fraction: float = MIN_BRAIN_FRACTION) -> dict:
     """A copy of :data:`DEFINITIONS` with ``slice_rule`` set; write it with every result."""
-    _check_rule(slice_rule)
-    return {**DEFINITIONS, "slice_rule": slice_rule}
+    check_rule(slice_rule)
+    out = {**DEFINITIONS, "slice_rule": slice_rule}
+    if slice_rule == "brain":   # the rule's threshold changes which slices count
+        out["min_brain_fraction"] = float(min_brain_fraction)
+    return out
 
 
-def _check_rule(slice_rule: str) -> None:
-    if slice_rule not in SLICE_RULES:
-        raise ValueError(f"slice_rule {slice_rule!r} unknown; expected one of {SLICE_RULES}")
-
-
-def region_mask(lesion, brain, *, slice_rule: str = "lesion") -> tuple[np.ndarray, int]:
+def region_mask(lesion, brain, *, slice_rule: str = "lesion",
+                min_brain_fraction: float = MIN_BRAIN_FRACTION) -> tuple[np.ndarray, int]:
     """(R (H, W, Z) bool, number of selected axial slices) for ``slice_rule``."""
-    _check_rule(slice_rule)
     les = np.asarray(lesion).astype(bool, copy=False)
     br = np.asarray(brain).astype(bool, copy=False)
     if les.ndim != 3 or les.shape != br.shape:
         raise ValueError(f"lesion {les.shape} and brain {br.shape} must be (H, W, Z) of one shape")
-    if slice_rule == "lesion":
-        sel = les.any(axis=(0, 1))
-    elif slice_rule == "brain":
-        sel = br.any(axis=(0, 1))
-    else:
-        sel = np.ones(br.shape[2], dtype=bool)
-    return br & sel[None, None, :], int(sel.sum())
+    z = select_slices(br, les, slice_rule, min_brain_fraction)
+    sel = np.zeros(br.shape[2], dtype=bool)
+    sel[z] = True
+    return br & sel[None, None, :], len(z)
 
 
-def evaluate_volume(anomaly_map, lesion, brain, *, slice_rule: str = "lesion") -> dict:
+def evaluate_volume(anomaly_map, lesion, brain, *, slice_rule: str = "lesion",
+                    min_brain_fraction: float = MIN_BRAIN_FRACTION) -> dict:
     """Voxel metrics of one volume over R = brain ∩ selected axial slices.
 
     anomaly_map  (H, W, Z) float, higher = more anomalous; must be finite inside R.
@@ -91,7 +90,8 @@ def evaluate_volume(anomaly_map, lesion, brain, *, slice_rule: str = "lesion") -
     for name, a in (("lesion", lesion), ("brain", brain)):
         if np.shape(a) != m.shape:
             raise ValueError(f"{name} shape {np.shape(a)} != anomaly_map shape {m.shape}")
-    region, n_slices = region_mask(lesion, brain, slice_rule=slice_rule)
+    region, n_slices = region_mask(lesion, brain, slice_rule=slice_rule,
+                                   min_brain_fraction=min_brain_fraction)
     scores = m[region]
     labels = np.asarray(lesion).astype(bool, copy=False)[region]
     if scores.dtype.kind == "f" and not np.isfinite(scores).all():

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from adbench.data.selection import MIN_BRAIN_FRACTION
 from adbench.evaluation.volume import region_mask
 from adbench.io import atomic_write
 
@@ -157,8 +158,8 @@ def comparison_figure(images: list[np.ndarray], lesions: list[np.ndarray], brain
     return fig
 
 
-def write_run_figures(run_dir: str | Path, volumes: list[dict], *,
-                      slice_rule: str = "lesion") -> list[Path]:
+def write_run_figures(run_dir: str | Path, volumes: list[dict], *, slice_rule: str = "lesion",
+                      min_brain_fraction: float = MIN_BRAIN_FRACTION) -> list[Path]:
     """Write figures/overlay.png and figures/roc.png for one run; returns the paths written.
 
     volumes: dicts with "subject" and (H, W, Z) arrays "image", "map", "lesion", "brain"
@@ -181,7 +182,8 @@ def write_run_figures(run_dir: str | Path, volumes: list[dict], *,
     pairs = []
     for v in volumes:
         lesion = np.asarray(v["lesion"]).astype(bool)
-        region, _ = region_mask(lesion, v["brain"], slice_rule=slice_rule)
+        region, _ = region_mask(lesion, v["brain"], slice_rule=slice_rule,
+                                min_brain_fraction=min_brain_fraction)
         pairs.append((np.asarray(v["map"])[region], lesion[region]))
     if any(y.any() for _, y in pairs) and any((~y).any() for _, y in pairs):
         from adbench.evaluation.metrics import auroc
@@ -222,13 +224,15 @@ def leaderboard_figures(lb, *, n_slices: int = 4, max_roc_volumes: int | None = 
             if not all(subjects.values()):
                 continue
             rule = (t.definitions or {}).get("slice_rule", "lesion")
+            fraction = (t.definitions or {}).get("min_brain_fraction") or MIN_BRAIN_FRACTION
             try:
                 curves = {}
                 for row, r in runs.items():
                     pairs = []
                     for s in subjects[row][:max_roc_volumes]:
                         v = load_map_volume(r, s, with_image=False)
-                        region, _ = region_mask(v["lesion"], v["brain"], slice_rule=rule)
+                        region, _ = region_mask(v["lesion"], v["brain"], slice_rule=rule,
+                                                min_brain_fraction=fraction)
                         pairs.append((v["map"][region], v["lesion"][region]))
                     auc = [x for x in r.values("auroc").values() if math.isfinite(x)]
                     curves[row] = (*roc_points(pairs), float(np.mean(auc)) if auc else math.nan)

@@ -7,7 +7,7 @@ import pytest
 
 from adbench.data.preprocess import (HistogramReference, PreprocessConfig, brain_box, equalize,
                                      grid_affine, normalize, preprocess_volume, resample_axial,
-                                     select_slices, to_ras)
+                                     to_ras)
 from adbench.data.volume import DataError, Volume
 
 
@@ -105,18 +105,6 @@ def test_normalize_maps_unit_interval_to_minus_one_one():
     img = np.array([[[0.0], [0.5], [1.0], [0.3]]], np.float32)
     brain = np.array([[[True], [True], [True], [False]]])
     np.testing.assert_allclose(normalize(img, brain)[0, :, 0], [-1.0, 0.0, 1.0, -1.0])
-
-
-def test_slice_rules():
-    brain = np.zeros((10, 10, 5), bool)
-    brain[:, :, 1:4] = True
-    brain[:1, :1, 4] = True  # 1% brain: below min_brain_fraction
-    lesion = np.zeros_like(brain)
-    lesion[5, 5, 2] = True
-    assert select_slices(brain, lesion, "lesion").tolist() == [2]
-    assert select_slices(brain, lesion, "brain", 0.05).tolist() == [1, 2, 3]
-    assert select_slices(brain, lesion, "all").tolist() == [0, 1, 2, 3, 4]
-    assert select_slices(brain, None, "lesion").tolist() == []
 
 
 def test_preprocess_volume_output_contract():
