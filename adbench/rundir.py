@@ -1,13 +1,29 @@
-"""Reading run folders (architecture §5) for tables and figures.
+"""The run folder (architecture §5): its file names, how each file is written, how it is read.
 
-A run folder ``runs/<dataset>/<method>/<run-id>/`` holds config.yaml, per_volume.csv,
-summary.json, maps/ and figures/. :func:`find_runs` accepts run folders or any folder above
-them; :func:`load_run` reads one and fails with the file name when something is missing.
+``runs/<dataset>/<method>/<run-id>/`` holds, written in this order:
+
+==================  =========================================================================
+``config.yaml``     the fully resolved config, before any work
+``log.txt``         the run's log
+``model/``          ``model.json``: where the fitted model lives in the model cache
+``maps/``           ``<subject>.nii.gz`` anomaly map; ``_image``, ``_brain``, ``_lesion`` beside it
+``figures/``        overlay and ROC curve
+``per_volume.csv``  one row per test volume (floats in shortest round-trip form)
+``summary.json``    last: its presence marks the run complete
+``error.txt``       instead of summary.json when the run failed: the traceback
+==================  =========================================================================
+
+:class:`RunFolder` creates a fresh folder (never reused) and writes these files atomically;
+:func:`find_runs` and :func:`load_run` read them back and fail with the file name.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -15,13 +31,80 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from adbench.errors import RunDirError
-from adbench.evaluation.volume import read_per_volume
-from adbench.io import read_yaml
+from adbench.evaluation.volume import ROW_KEYS
+from adbench.io import atomic_write, read_yaml, safe_filename, save_nifti, write_json, write_yaml
 
-__all__ = ["RunRecord", "RunDirError", "load_run", "find_runs", "weights_key",
-           "definitions_key", "map_subjects", "load_map_volume", "write_run"]
+__all__ = ["RunFolder", "RunRecord", "RunDirError", "load_run", "find_runs", "weights_key",
+           "definitions_key", "map_subjects", "load_map_volume", "write_run", "write_per_volume",
+           "read_per_volume", "PER_VOLUME_COLUMNS"]
 
+CONFIG, LOG, PER_VOLUME, SUMMARY, ERROR = ("config.yaml", "log.txt", "per_volume.csv",
+                                           "summary.json", "error.txt")
+MAPS, FIGURES, MODEL = "maps", "figures", "model"
 SIDECARS = ("_image", "_brain", "_lesion")
+PER_VOLUME_COLUMNS = ("subject", *ROW_KEYS)
+
+
+class RunFolder:
+    """One run's folder, and the only writer of its files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, output: str | Path, dataset: str, method: str, seed: int) -> "RunFolder":
+        """A new ``<output>/<dataset>/<method>/<timestamp>-seed<seed>[-i]`` (exclusive mkdir:
+        two runs never share, or overwrite, a folder)."""
+        base = Path(output) / dataset / method
+        base.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for i in range(1000):
+            d = base / (f"{stamp}-seed{seed}" + (f"-{i}" if i else ""))
+            try:
+                d.mkdir()
+                return cls(d)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"could not create a fresh run folder under {base}")
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def figures(self) -> Path:
+        return self.path / FIGURES
+
+    def write_config(self, config: dict) -> None:
+        write_yaml(self.path / CONFIG, config)
+
+    def write_model(self, info: dict) -> None:
+        write_json(self.path / MODEL / "model.json", info)
+
+    def write_map(self, subject: str, amap, image, brain, lesion, affine) -> None:
+        """The anomaly map with the image and masks beside it, on the preprocessed grid."""
+        d, sid = self.path / MAPS, safe_filename(subject)
+        save_nifti(d / f"{sid}.nii.gz", np.asarray(amap, np.float32), affine)
+        save_nifti(d / f"{sid}_image.nii.gz", np.asarray(image, np.float32), affine)
+        save_nifti(d / f"{sid}_brain.nii.gz", np.asarray(brain).astype(np.uint8), affine)
+        save_nifti(d / f"{sid}_lesion.nii.gz", np.asarray(lesion).astype(np.uint8), affine)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        write_per_volume(self.path / PER_VOLUME, rows)
+
+    def check_not_complete(self) -> None:
+        """A folder with summary.json is complete and is never written again."""
+        if (self.path / SUMMARY).exists():
+            raise FileExistsError(f"{self.path}: already holds a complete run ({SUMMARY}); "
+                                  "choose a new folder, runs are never overwritten")
+
+    def write_summary(self, summary: dict) -> None:
+        """Last: its presence marks the run complete."""
+        self.check_not_complete()
+        write_json(self.path / SUMMARY, summary)
+
+    def write_error(self, exc: BaseException) -> None:
+        atomic_write(self.path / ERROR, "".join(traceback.format_exception(exc)))
 
 
 @dataclass
@@ -75,7 +158,7 @@ class RunRecord:
 def load_run(path: str | Path) -> RunRecord:
     """Read summary.json, per_volume.csv and (if present) config.yaml of one run folder."""
     path = Path(path)
-    summary_p, pv_p, cfg_p = path / "summary.json", path / "per_volume.csv", path / "config.yaml"
+    summary_p, pv_p, cfg_p = path / SUMMARY, path / PER_VOLUME, path / CONFIG
     for p in (summary_p, pv_p):
         if not p.is_file():
             raise RunDirError(f"{p}: missing; a run folder needs summary.json and per_volume.csv "
@@ -151,7 +234,7 @@ def definitions_key(definitions: dict | None) -> str:
 
 def map_subjects(run: RunRecord) -> list[str]:
     """Subjects with an anomaly map in ``run.path / "maps"`` (sidecars excluded), sorted."""
-    d = run.path / "maps"
+    d = run.path / MAPS
     if not d.is_dir():
         return []
     names = [p.name[:-len(".nii.gz")] for p in d.glob("*.nii.gz")]
@@ -162,7 +245,7 @@ def load_map_volume(run: RunRecord, subject: str, *, with_image: bool = True) ->
     """{"subject", "map", "lesion", "brain"[, "image"]} (H, W, Z) arrays from a run's maps/."""
     import nibabel as nib
 
-    d = run.path / "maps"
+    d = run.path / MAPS
     out: dict = {"subject": subject}
     parts = [("map", ""), ("lesion", "_lesion"), ("brain", "_brain")]
     if with_image:
@@ -189,20 +272,71 @@ def write_run(run_dir: str | Path, rows: list[dict], *, method: str, dataset: st
     """
     from adbench.evaluation.metrics import summarize
     from adbench.evaluation.volume import definitions as _definitions
-    from adbench.evaluation.volume import write_per_volume
-    from adbench.io import write_json, write_yaml
 
-    run_dir = Path(run_dir)
-    if (run_dir / "summary.json").exists():
-        raise FileExistsError(f"{run_dir}: already holds a complete run (summary.json); "
-                              "choose a new folder, runs are never overwritten")
+    folder = RunFolder(run_dir)
+    folder.check_not_complete()   # before writing anything
     cfg = {"method": method, "dataset": dataset, "train_on": train_on or dataset, "seed": seed,
            "preset": None, "source": "adbench evaluate (external maps)", **(config or {})}
-    write_yaml(run_dir / "config.yaml", cfg)
-    write_per_volume(run_dir / "per_volume.csv", rows)
-    summary = {"method": method, "dataset": dataset, "train_on": train_on or dataset,
-               "seed": seed, "n_volumes": len(rows), **summarize(rows),
-               "definitions": definitions or _definitions(slice_rule), "weights": weights,
-               **(extra or {})}
-    write_json(run_dir / "summary.json", summary)
-    return run_dir
+    folder.write_config(cfg)
+    folder.write_rows(rows)
+    folder.write_summary({"method": method, "dataset": dataset, "train_on": train_on or dataset,
+                          "seed": seed, "n_volumes": len(rows), **summarize(rows),
+                          "definitions": definitions or _definitions(slice_rule),
+                          "weights": weights, **(extra or {})})
+    return folder.path
+
+
+# -- per_volume.csv ---------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))  # shortest round-trip form: reading it back gives the same float
+    return str(v)
+
+
+def write_per_volume(path: str | Path, rows: list[dict]) -> None:
+    """Write per-volume rows as CSV, atomically; columns :data:`PER_VOLUME_COLUMNS` first.
+
+    Floats are written in their shortest round-trip form and NaN as ``nan``, so the runner and
+    ``adbench evaluate`` produce byte-identical files for the same maps. Extra keys present in
+    every row follow in the order of the first row.
+    """
+    extra = [k for k in (rows[0] if rows else {}) if k not in PER_VOLUME_COLUMNS]
+    cols = [*PER_VOLUME_COLUMNS, *extra]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        missing = [c for c in cols if c not in r]
+        if missing:
+            raise ValueError(f"per-volume row for {r.get('subject')!r} lacks {missing}")
+        w.writerow([_fmt(r[c]) for c in cols])
+    atomic_write(path, buf.getvalue())
+
+
+def read_per_volume(path: str | Path) -> list[dict]:
+    """Rows of a per_volume.csv: metrics as floats (NaN kept), counts as int, subject as str."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "subject" not in reader.fieldnames:
+            raise ValueError(f"{path}: not a per-volume CSV (no 'subject' column); "
+                             f"expected columns {list(PER_VOLUME_COLUMNS)}")
+        rows = []
+        for r in reader:
+            row: dict = {}
+            for k, v in r.items():
+                if k == "subject":
+                    row[k] = v
+                elif k.startswith("n_") and v.lstrip("-").isdigit():
+                    row[k] = int(v)
+                else:
+                    try:
+                        row[k] = float(v) if v != "" else math.nan
+                    except ValueError:
+                        row[k] = v
+            rows.append(row)
+    return rows

@@ -22,7 +22,6 @@ import json
 import logging
 import platform
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,10 @@ from adbench.data.preprocess import HistogramReference, PreprocessConfig
 from adbench.data.selection import select_slices
 from adbench.data.volume import DataError, SliceSet
 from adbench.detector import Context, Detector
-from adbench.io import (atomic_write, cache_dir, file_sha256, load_tensors, save_tensors, write_json,
-                        write_yaml)
+from adbench.io import (cache_dir, file_sha256, load_tensors, save_tensors, write_json)
 from adbench.params import check_config
 from adbench.plugins import Registry, get_registry
+from adbench.rundir import RunFolder
 
 __all__ = ["RunSpec", "resolve", "load_split", "run"]
 
@@ -219,21 +218,6 @@ def load_split(dataset: str, split: str, *, dataset_config: dict | None = None, 
 
 
 # -- the run ------------------------------------------------------------------------------
-def _make_run_dir(output: Path, spec: RunSpec) -> Path:
-    base = Path(output) / spec.dataset / spec.method
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
-        run_id = f"{stamp}-seed{spec.seed}" + (f"-{i}" if i else "")
-        d = base / run_id
-        try:
-            d.mkdir()  # exclusive: two runs never share (or overwrite) a folder
-            return d
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a fresh run folder under {base}")
-
-
 def input_files(spec: RunSpec) -> dict[str, dict[str, str]]:
     """key -> {"path", "sha256"} of the files the method's config names (``file_keys``)."""
     mspec = (spec.registry or get_registry()).method(spec.method)
@@ -254,7 +238,7 @@ def _model_key(spec: RunSpec, train_fp: str) -> str:
 
 
 def _fit_or_load(detector: Detector, train: SliceSet, spec: RunSpec, train_fp: str, ctx: Context,
-                 model_dir: Path) -> tuple[str, Path]:
+                 folder: RunFolder) -> tuple[str, Path]:
     key = _model_key(spec, train_fp)
     mdir = cache_dir("models", spec.method, key)
     state_path = mdir / "state.pt"
@@ -270,8 +254,8 @@ def _fit_or_load(detector: Detector, train: SliceSet, spec: RunSpec, train_fp: s
         write_json(mdir / "params.json", detector.get_params())
         save_tensors(state_path, detector.state_dict())
         status = "fitted"
-    write_json(model_dir / "model.json", {"cache_dir": str(mdir), "key": key, "status": status,
-                                          "params": detector.get_params()})
+    folder.write_model({"cache_dir": str(mdir), "key": key, "status": status,
+                        "params": detector.get_params()})
     return status, mdir
 
 
@@ -300,20 +284,21 @@ def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False) 
         raise DataError(f"dataset {spec.dataset!r} lists no test subjects "
                         f"(config {spec.dataset_config})")
 
-    run_dir = _make_run_dir(Path(output), spec)
+    folder = RunFolder.create(output, spec.dataset, spec.method, spec.seed)
+    run_dir = folder.path
     config = spec.to_dict()
-    write_yaml(run_dir / "config.yaml", config)
-    handler = logging.FileHandler(run_dir / "log.txt")
+    folder.write_config(config)
+    handler = logging.FileHandler(folder.log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
         reg.run_started(run_dir=run_dir, config=config)
-        summary = _execute(spec, run_dir, test_ds, train_ds, progress=not quiet)
+        summary = _execute(spec, folder, test_ds, train_ds, progress=not quiet)
         reg.run_finished(run_dir=run_dir, summary=summary)
         return run_dir
     except BaseException as exc:
-        atomic_write(run_dir / "error.txt", "".join(traceback.format_exception(exc)))
+        folder.write_error(exc)
         log.error("run failed: %s", exc)
         raise
     finally:
@@ -321,17 +306,16 @@ def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False) 
         handler.close()
 
 
-def _execute(spec: RunSpec, run_dir: Path, test_ds: Dataset, train_ds: Dataset, *, progress: bool) -> dict:
-    from adbench.evaluation.test_set import (
-        evaluate_test_set,  # evaluation layer (maps, metrics, figures)
-    )
+def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Dataset, *,
+             progress: bool) -> dict:
+    from adbench.evaluation.test_set import evaluate_test_set  # maps, metrics, figures
 
     timings: dict[str, float] = {}
-    skipped: list[dict] = []
+    skipped_train: list[dict] = []
     train_sources: dict[str, set] = {}
     t0 = time.perf_counter()
     train, reference = _train_slices(train_ds, spec.train_on, spec.preprocess, strict=spec.strict,
-                                     report=skipped, progress=progress,
+                                     report=skipped_train, progress=progress,
                                      limit=spec.runner["max_train_volumes"], sources=train_sources)
     timings["load_train_s"] = time.perf_counter() - t0
     log.info("training data: %d slices from %d volumes of %r", len(train),
@@ -340,20 +324,25 @@ def _execute(spec: RunSpec, run_dir: Path, test_ds: Dataset, train_ds: Dataset, 
     ctx = Context(device=spec.device, seed=spec.seed, progress=progress, log=log)
     detector = reg_factory(spec)
     t0 = time.perf_counter()
-    model_status, model_cache = _fit_or_load(detector, train, spec, train_fp, ctx, run_dir / "model")
+    model_status, model_cache = _fit_or_load(detector, train, spec, train_fp, ctx, folder)
     timings["fit_s" if model_status == "fitted" else "load_model_s"] = time.perf_counter() - t0
     n_train_slices = len(train)
     del train
 
-    summary = evaluate_test_set(spec, run_dir, detector, ctx, test_ds, reference, skipped=skipped,
-                                progress=progress, timings=timings)
-    summary["model"] = {"status": model_status, "cache_dir": str(model_cache)}
-    summary["inputs"] = input_files(spec)
-    summary["train_data_sources"] = {k: sorted(v) for k, v in sorted(train_sources.items())}
-    summary["n_train_slices"] = n_train_slices
-    summary["skipped_train_or_test"] = len(skipped)
-    write_json(run_dir / "summary.json", summary)  # last: marks the run complete
-    log.info("done: %s", run_dir)
+    result = evaluate_test_set(spec, folder, detector, ctx, test_ds, reference, progress=progress)
+    folder.write_rows(result.rows)
+    skipped = skipped_train + result.skipped
+    extra_means = {k: v for k, v in result.summary.items() if k.startswith("extra_")}
+    summary = {"method": spec.method, "dataset": spec.dataset, "train_on": spec.train_on,
+               "preset": spec.preset, "seed": spec.seed,
+               **{k: v for k, v in result.summary.items() if k not in extra_means},
+               "skipped": skipped, "timings": {**timings, **result.timings}, **extra_means,
+               "model": {"status": model_status, "cache_dir": str(model_cache)},
+               "inputs": input_files(spec),
+               "train_data_sources": {k: sorted(v) for k, v in sorted(train_sources.items())},
+               "n_train_slices": n_train_slices, "skipped_train_or_test": len(skipped)}
+    folder.write_summary(summary)  # last: marks the run complete
+    log.info("done: %s", folder.path)
     return summary
 
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from adbench.data.volume import DataError
 from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES
-from adbench.evaluation.volume import definitions, evaluate_volume, write_per_volume
+from adbench.evaluation.volume import definitions, evaluate_volume
+from adbench.rundir import write_per_volume
 
 __all__ = ["add_parser", "main", "pair_files", "evaluate_files"]
 

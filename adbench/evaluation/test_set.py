@@ -11,20 +11,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
-from adbench.detector import Context, Detector
 from adbench.data.selection import select_slices
+from adbench.detector import Context, Detector
 from adbench.evaluation.metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
-from adbench.evaluation.volume import definitions, evaluate_volume, region_mask, write_per_volume
-from adbench.io import safe_filename, save_nifti
+from adbench.evaluation.volume import definitions, evaluate_volume, region_mask
+from adbench.rundir import RunFolder
 
-__all__ = ["evaluate_test_set", "predict_maps"]
+__all__ = ["evaluate_test_set", "predict_maps", "TestSetResult"]
 
 log = logging.getLogger("adbench")
 N_FIGURE_VOLUMES = 4
@@ -56,19 +56,30 @@ def predict_maps(detector: Detector, images: torch.Tensor, ctx: Context, scorer,
     return torch.cat(maps), {k: torch.cat(v) for k, v in extras.items()}
 
 
-def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, test_ds, reference, *,
-                      skipped: list, progress: bool, timings: dict) -> dict[str, Any]:
+@dataclass
+class TestSetResult:
+    """What the evaluation of a test set gives the runner (which writes the files)."""
+
+    rows: list[dict[str, Any]]      # one per volume, sorted by subject (per_volume.csv)
+    summary: dict[str, Any]         # the evaluation's part of summary.json
+    skipped: list[dict[str, str]]   # test subjects skipped, each with its reason
+    timings: dict[str, float]       # predict_s, predict_s_per_slice
+
+
+def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context, test_ds, reference,
+                      *, progress: bool) -> TestSetResult:
+    """Predict, localise and evaluate every test volume of ``test_ds``, one at a time; NIfTI
+    maps and figures go to ``folder`` as they are made."""
     cfg = spec.preprocess
     rule = cfg.slices_test
     scorer = _scorer(spec, detector)
-    maps_dir = run_dir / "maps"
+    skipped: list[dict[str, str]] = []
     rows: list[dict[str, Any]] = []
     pooled: list[tuple[np.ndarray, np.ndarray]] = []
     slice_s, slice_y = [], []
     figure_volumes: list[dict] = []
     n_slices_pred = 0
     t_pred = 0.0
-    n_train_skipped = len(skipped)
     sources: dict[str, set] = {}  # e.g. brain_mask_source (ATLAS), affine_source (OpenBHB)
     for pre in iter_preprocessed(test_ds, spec.dataset, "test", cfg, strict=spec.strict, report=skipped,
                                  progress=progress, limit=spec.runner["max_test_volumes"]):
@@ -99,32 +110,23 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
             slice_s.append(s)
             slice_y.append(y)
         if spec.runner["write_maps"]:
-            sid = safe_filename(pre.subject_id)
-            save_nifti(maps_dir / f"{sid}.nii.gz", amap, pre.affine)
-            save_nifti(maps_dir / f"{sid}_image.nii.gz", image.astype(np.float32), pre.affine)
-            save_nifti(maps_dir / f"{sid}_brain.nii.gz", pre.brain.astype(np.uint8), pre.affine)
-            save_nifti(maps_dir / f"{sid}_lesion.nii.gz", lesion.astype(np.uint8), pre.affine)
+            folder.write_map(pre.subject_id, amap, image, pre.brain, lesion, pre.affine)
         if len(figure_volumes) < N_FIGURE_VOLUMES:
             figure_volumes.append({"subject": pre.subject_id, "image": image, "map": amap,
                                    "lesion": lesion, "brain": pre.brain})
     if not rows:
         from adbench.data.volume import DataError
         raise DataError(f"dataset {spec.dataset!r}: no usable test volumes "
-                        f"({len(skipped) - n_train_skipped} skipped: "
-                        f"{[r['reason'] for r in skipped[n_train_skipped:]][:3]})")
+                        f"({len(skipped)} skipped: {[r['reason'] for r in skipped][:3]})")
 
     extra_keys = sorted({k for r in rows for k in r if k.startswith("extra_")})
     for r in rows:  # a volume with no evaluated slice has no extras: NaN, not a missing cell
         for k in extra_keys:
             r.setdefault(k, math.nan)
     rows.sort(key=lambda r: r["subject"])  # the order `adbench evaluate` writes, for byte equality
-    write_per_volume(run_dir / "per_volume.csv", rows)
-    timings["predict_s"] = t_pred
-    timings["predict_s_per_slice"] = t_pred / max(n_slices_pred, 1)
     pooled_dice, pooled_t = pooled_dice_max(pooled)
     summary: dict[str, Any] = {
-        "method": spec.method, "dataset": spec.dataset, "train_on": spec.train_on,
-        "preset": spec.preset, "seed": spec.seed, "n_volumes": len(rows),
+        "n_volumes": len(rows),
         **summarize(rows),
         "pooled_dice_max": pooled_dice, "pooled_threshold": pooled_t,
         "slice_auroc": (slice_auroc(np.concatenate(slice_s), np.concatenate(slice_y))
@@ -138,19 +140,19 @@ def evaluate_test_set(spec, run_dir: Path, detector: Detector, ctx: Context, tes
                          if scorer is not None else "native"),
         "weights": _weights(scorer, detector),
         "data_sources": {k: sorted(v) for k, v in sorted(sources.items())},
-        "skipped": skipped,
-        "timings": timings,
     }
     for key in extra_keys:
         summary[f"{key}_mean"] = float(np.nanmean([r[key] for r in rows]))
     if spec.runner["figures"]:
         try:
             from adbench.report.figures import write_run_figures
-            write_run_figures(run_dir, figure_volumes, slice_rule=rule,
+            write_run_figures(folder.path, figure_volumes, slice_rule=rule,
                               min_brain_fraction=cfg.min_brain_fraction)
         except ImportError:  # reporting layer not installed in a minimal build
             log.info("figures skipped: adbench.report is unavailable")
-    return summary
+    return TestSetResult(rows=rows, summary=summary, skipped=skipped,
+                         timings={"predict_s": t_pred,
+                                  "predict_s_per_slice": t_pred / max(n_slices_pred, 1)})
 
 
 def _weights(scorer, detector) -> dict | None:

@@ -20,22 +20,15 @@ never mix runs evaluated under different rules.
 """
 from __future__ import annotations
 
-import csv
-import io
-import math
-from pathlib import Path
-
 import numpy as np
 
 from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES, check_rule, select_slices
 from adbench.evaluation import metrics as _m
-from adbench.io import atomic_write
 
 __all__ = ["evaluate_volume", "region_mask", "definitions", "DEFINITIONS", "SLICE_RULES",
-           "ROW_KEYS", "PER_VOLUME_COLUMNS", "write_per_volume", "read_per_volume"]
+           "ROW_KEYS"]
 
 ROW_KEYS = ("auroc", "dice_max", "auprc", "n_voxels", "n_lesion_voxels", "n_slices")
-PER_VOLUME_COLUMNS = ("subject", *ROW_KEYS)
 
 DEFINITIONS = {
     "region_rule": "brain ∩ selected axial slices",
@@ -106,58 +99,3 @@ def evaluate_volume(anomaly_map, lesion, brain, *, slice_rule: str = "lesion",
         "n_lesion_voxels": int(pos.size),
         "n_slices": n_slices,
     }
-
-
-def _fmt(v) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        return repr(float(v))  # shortest round-trip form: reading it back gives the same float
-    return str(v)
-
-
-def write_per_volume(path: str | Path, rows: list[dict]) -> None:
-    """Write per-volume rows as CSV, atomically; columns :data:`PER_VOLUME_COLUMNS` first.
-
-    Floats are written in their shortest round-trip form and NaN as ``nan``, so the runner and
-    ``adbench evaluate`` produce byte-identical files for the same maps. Extra keys present in
-    every row follow in the order of the first row.
-    """
-    extra = [k for k in (rows[0] if rows else {}) if k not in PER_VOLUME_COLUMNS]
-    cols = [*PER_VOLUME_COLUMNS, *extra]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        missing = [c for c in cols if c not in r]
-        if missing:
-            raise ValueError(f"per-volume row for {r.get('subject')!r} lacks {missing}")
-        w.writerow([_fmt(r[c]) for c in cols])
-    atomic_write(path, buf.getvalue())
-
-
-def read_per_volume(path: str | Path) -> list[dict]:
-    """Rows of a per_volume.csv: metrics as floats (NaN kept), counts as int, subject as str."""
-    path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "subject" not in reader.fieldnames:
-            raise ValueError(f"{path}: not a per-volume CSV (no 'subject' column); "
-                             f"expected columns {list(PER_VOLUME_COLUMNS)}")
-        rows = []
-        for r in reader:
-            row: dict = {}
-            for k, v in r.items():
-                if k == "subject":
-                    row[k] = v
-                elif k.startswith("n_") and v.lstrip("-").isdigit():
-                    row[k] = int(v)
-                else:
-                    try:
-                        row[k] = float(v) if v != "" else math.nan
-                    except ValueError:
-                        row[k] = v
-            rows.append(row)
-    return rows

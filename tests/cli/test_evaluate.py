@@ -8,7 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from adbench.cli import main
-from adbench.evaluation.volume import evaluate_volume, read_per_volume, write_per_volume
+from adbench.evaluation.volume import evaluate_volume
+from adbench.rundir import read_per_volume, write_per_volume
 from adbench.io import save_nifti
 
 SHAPE = (16, 12, 8)

@@ -86,7 +86,7 @@ def test_definitions_record_the_rules():
 
 
 def test_per_volume_csv_round_trip(tmp_path):
-    from adbench.evaluation.volume import read_per_volume, write_per_volume
+    from adbench.rundir import read_per_volume, write_per_volume
     amap, lesion, brain = make_volume()
     rows = [{"subject": "a", **evaluate_volume(amap, lesion, brain)},
             {"subject": "b", **evaluate_volume(amap, np.zeros_like(lesion), brain, slice_rule="brain")}]
