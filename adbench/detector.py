@@ -155,10 +155,16 @@ class ReconstructionDetector(Detector):
     def reconstruct(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__} must implement reconstruct")
 
+    def _reconstruct_with_extras(self, x: torch.Tensor, ctx: Context
+                                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(reconstruction, per-slice extras to record); override to record extras (SCRPS's
+        retrieval similarity) without a second pass."""
+        return self.reconstruct(x, ctx), {}
+
     def _predict(self, x: torch.Tensor, ctx: Context) -> Prediction:
-        rec = self.reconstruct(x, ctx)
+        rec, extras = self._reconstruct_with_extras(x, ctx)
         if rec.shape != x.shape:
             raise RuntimeError(f"{type(self).__name__}.reconstruct returned {tuple(rec.shape)}, "
                                f"expected {tuple(x.shape)}")
         rec = rec.detach().to(x.device, torch.float32)
-        return Prediction(maps=(x - rec).pow(2)[:, 0], reconstructions=rec)
+        return Prediction(maps=(x - rec).pow(2)[:, 0], reconstructions=rec, extras=extras)

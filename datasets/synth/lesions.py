@@ -200,15 +200,22 @@ def mass_effect(plan: TumourPlan, coords: np.ndarray,
     return box, moved, np.where(moved, sample(old, src, border=True), old)
 
 
+def _lesion_frame(plan, img_shape: tuple[int, ...], spacing: int):
+    """What painting a lesion starts from: (radius mm, bounding box of the lesion's ball, offsets
+    (3, ...) in mm from its centre, its texture generator, the texture's correlation length in
+    voxels)."""
+    radius = plan.diameter_mm / 2
+    box = _box(plan.centre, radius / spacing, img_shape)
+    r = _offsets_mm(box, plan.centre, spacing)
+    rng = np.random.default_rng(plan.texture_seed)
+    return radius, box, r, rng, max(radius / 3 / spacing, 1.5)
+
+
 def paint_tumour(plan: TumourPlan, tissue: Tissue, img: np.ndarray, wm_level: float,
                  spacing: int) -> tuple[np.ndarray, np.ndarray]:
     """(image, mask): core + rim + oedema painted on ``img`` (mass effect already applied)."""
-    radius = plan.diameter_mm / 2
-    box = _box(plan.centre, radius / spacing, img.shape)
-    r = _offsets_mm(box, plan.centre, spacing)
+    radius, box, r, rng, corr = _lesion_frame(plan, img.shape, spacing)
     shape = r.shape[1:]
-    rng = np.random.default_rng(plan.texture_seed)
-    corr = max(radius / 3 / spacing, 1.5)
     n1, n2 = smooth_noise(rng, shape, corr), smooth_noise(rng, shape, corr)
     n3 = smooth_noise(rng, shape, max(corr / 2, 1.0))
     rho = _ellipsoid_radius(r, plan.axes, plan.rotation_deg, radius)
@@ -281,12 +288,8 @@ def plan_stroke(rng: np.random.Generator, tissue: Tissue, spacing: int, d_min: f
 def paint_stroke(plan: StrokePlan, tissue: Tissue, img: np.ndarray, wm_level: float,
                  csf_level: float, spacing: int) -> tuple[np.ndarray, np.ndarray]:
     """(image, mask): hypo-intense infarct on GM/WM inside the plan's wedge or lacune."""
-    radius = plan.diameter_mm / 2
-    box = _box(plan.centre, radius / spacing, img.shape)
-    r = _offsets_mm(box, plan.centre, spacing)
+    radius, box, r, rng, corr = _lesion_frame(plan, img.shape, spacing)
     shape = r.shape[1:]
-    rng = np.random.default_rng(plan.texture_seed)
-    corr = max(radius / 3 / spacing, 1.5)
     n1, n2, n3 = (smooth_noise(rng, shape, corr) for _ in range(3))
     dist = np.sqrt((r ** 2).sum(0))
     inside = dist <= radius * (0.85 + 0.15 * np.clip(n1, -1, 1))

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Sequence
 import torch
 
 from adbench.data.volume import SliceSet
-from adbench.detector import Context, Prediction, ReconstructionDetector
+from adbench.detector import Context, ReconstructionDetector
 from adbench.methods.scrps.inversion import PRECISIONS, invert
 from adbench.io import json_tensor, tensor_json
 from adbench.params import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
@@ -274,13 +274,11 @@ class SCRPS(ReconstructionDetector):
         self.check_fitted()
         return self._reconstruct(x, ctx, extras=False)[0]
 
-    def _predict(self, x: torch.Tensor, ctx: Context) -> Prediction:
-        """Maps = squared residual (the runner replaces them with A_per); extras:
-        ``retrieval_similarity`` (B,) mean final-stage cosine similarity of the K2 retrieved
-        codes, and with ``retrieved_perceptual`` the Fig. 3(a) quantity (B,)."""
-        rec, extras = self._reconstruct(x, ctx, extras=True)
-        rec = rec.detach().to(x.device, torch.float32)
-        return Prediction(maps=(x - rec).pow(2)[:, 0], reconstructions=rec, extras=extras)
+    def _reconstruct_with_extras(self, x: torch.Tensor, ctx: Context):
+        """Extras: ``retrieval_similarity`` (B,) mean final-stage cosine similarity of the K2
+        retrieved codes, and with ``retrieved_perceptual`` the Fig. 3(a) quantity (B,). The
+        map (squared residual) is replaced by the runner's A_per."""
+        return self._reconstruct(x, ctx, extras=True)
 
     # -- state -----------------------------------------------------------------------------
     def _state_dict(self) -> dict[str, torch.Tensor]:
