@@ -81,13 +81,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from adbench.methods.scrps.inversion import _sample_losses, invert
-    from adbench.methods.scrps.plugin import DEFAULT_CONFIG, PRESETS
+    from adbench.methods.scrps.plugin import PRESETS
     from adbench.methods.scrps.stylegan2 import Generator
     from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS
     from adbench.nn.perceptual import PerceptualLoss
 
     dev = torch.device(args.device)
-    method = {**DEFAULT_CONFIG, **PRESETS[args.preset]}
+    from adbench.plugins import get_registry
+    method = {**get_registry().method("scrps").default_config, **PRESETS[args.preset]}
     sg = STYLEGAN_PRESETS[method["stylegan"]]
     blocks = tuple(int(b) for b in (args.blocks.split(",") if args.blocks else method["perceptual_blocks"]))
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
