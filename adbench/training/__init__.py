@@ -12,8 +12,10 @@ data parallelism, logs, and the losses GANs and autoencoders share.
 """
 from .checkpoint import CheckpointError, config_digest, load_checkpoint, save_checkpoint
 from .distributed import all_reduce_mean, dist_info, init_distributed, sync_grads
-from .loop import EMA, PRECISIONS, Env, LoopSettings, Phase, Step, TrainingTask, train
+from .loop import (EMA, PRECISIONS, Env, LoopSettings, Phase, Step, TrainingTask, train,
+                   work_folder)
 
-__all__ = ["train", "Phase", "Step", "EMA", "TrainingTask", "LoopSettings", "Env", "PRECISIONS",
+__all__ = ["train", "work_folder", "Phase", "Step", "EMA", "TrainingTask", "LoopSettings", "Env",
+           "PRECISIONS",
            "config_digest", "load_checkpoint", "save_checkpoint", "CheckpointError",
            "init_distributed", "dist_info", "all_reduce_mean", "sync_grads"]

@@ -20,12 +20,14 @@ after its GAN) is two tasks trained one after the other, an autoencoder one phas
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -35,7 +37,8 @@ from .distributed import barrier, broadcast_modules, dist_info, sync_grads
 from .records import LossLog, save_grid
 from .streams import RandomStreams
 
-__all__ = ["Phase", "Step", "EMA", "TrainingTask", "LoopSettings", "train", "PRECISIONS"]
+__all__ = ["Phase", "Step", "EMA", "TrainingTask", "LoopSettings", "train", "work_folder",
+           "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -170,6 +173,20 @@ class Env:
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+
+@contextlib.contextmanager
+def work_folder(workdir: Path | str | None, name: str) -> Iterator[Path]:
+    """Where a detector's training keeps its checkpoint: ``<workdir>/<name>`` (kept, so an
+    interrupted fit resumes), or a temporary folder removed afterwards when ``workdir`` is
+    None (``Context.workdir`` None means nothing may be written)."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix=f"adbench-{name}-") as tmp:
+            yield Path(tmp)
+    else:
+        path = Path(workdir) / name
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
 
 
 def _local_batch(batch: int, world: int) -> int:

@@ -9,7 +9,6 @@ runner scores (slice, reconstruction) with the shared perceptual score A_per (§
 from __future__ import annotations
 
 import copy
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
@@ -26,6 +25,7 @@ from adbench.methods.scrps.retrieval import build_index, retrieve, swap
 from adbench.methods.scrps.stylegan2 import (generator_from_state, generator_state, load_generator,
                                              tensor_hash)
 from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS, config_digest, train_stylegan
+from adbench.training import work_folder
 
 __all__ = ["SCRPS"]
 
@@ -223,15 +223,11 @@ class SCRPS(ReconstructionDetector):
             ctx.log.info("SCRPS: generator from %s; no StyleGAN2 training", self.generator)
             return G
         cfg = self.stylegan_settings()
-        if ctx.workdir is None:  # nothing may be written: train in a folder that is removed
-            with tempfile.TemporaryDirectory(prefix="scrps-stylegan-") as tmp:
-                return train_stylegan(train.images, cfg, Path(tmp), device=ctx.device,
-                                      seed=ctx.seed, progress=ctx.progress, log=ctx.log)
         # one folder per training recipe: a preset whose settings changed starts afresh
         # instead of failing on the old checkpoint; a longer run resumes the shorter one
-        work = Path(ctx.workdir) / f"stylegan-{config_digest(cfg)}"
-        return train_stylegan(train.images, cfg, work, device=ctx.device, seed=ctx.seed,
-                              progress=ctx.progress, log=ctx.log)
+        with work_folder(ctx.workdir, f"stylegan-{config_digest(cfg)}") as work:
+            return train_stylegan(train.images, cfg, work, device=ctx.device, seed=ctx.seed,
+                                  progress=ctx.progress, log=ctx.log)
 
     # -- inference -------------------------------------------------------------------------
     def _reconstruct(self, x: torch.Tensor, ctx: Context, extras: bool):
