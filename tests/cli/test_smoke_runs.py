@@ -16,8 +16,11 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("smoke_cache")
 
 
+RECONSTRUCTION = ("scrps", "ganomaly", "memae")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["zscore", "padim", "patchcore", "scrps"])
+@pytest.mark.parametrize("method", ["zscore", "padim", "patchcore", "scrps", "ganomaly", "memae"])
 def test_smoke_run_on_synth(method, shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("ADBENCH_CACHE", str(shared_cache))
     out = tmp_path / "runs"
@@ -33,8 +36,14 @@ def test_smoke_run_on_synth(method, shared_cache, tmp_path, monkeypatch):
     assert cfg["runner"]["weights"] == "random"  # smoke asks for random VGG16 by name
     if method in ("padim", "patchcore", "scrps"):  # VGG16 users record what they used
         assert any(v and v.get("source") == "random" for v in s["weights"].values())
-    if method == "scrps":  # reconstructions are scored by the shared perceptual score
+    if method in RECONSTRUCTION:  # reconstructions are scored by the shared perceptual score
         assert s["localisation"].startswith("perceptual")
+    if method in RECONSTRUCTION[1:]:  # and the native score of the method's paper on request
+        assert main(argv + ["--set", "runner.localisation=native"]) == 0
+        (native,) = [d for d in out.glob(f"synth/{method}/*") if d != run_dir]
+        s2 = json.loads((native / "summary.json").read_text())
+        assert s2["localisation"] == "native" and s2["model"]["status"] == "cached"
+        assert not math.isnan(s2["auroc_mean"]) and s2["extra_score_mean"] >= 0
     if method == "zscore":  # the same command again reuses the cached data and model
         assert main(argv) == 0
         second = [d for d in out.glob("synth/zscore/*") if d != run_dir][0]

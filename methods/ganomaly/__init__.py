@@ -1,0 +1,1 @@
+"""GANomaly (Akçay, Atapour-Abarghouei and Breckon, ACCV 2018) at 160x128."""

@@ -1,0 +1,1 @@
+"""MemAE: memory-augmented convolutional autoencoder (Gong et al., ICCV 2019)."""
