@@ -16,11 +16,12 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("smoke_cache")
 
 
-RECONSTRUCTION = ("scrps", "ganomaly", "memae")
+RECONSTRUCTION = ("scrps", "fanogan", "ganomaly", "memae")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["zscore", "padim", "patchcore", "scrps", "ganomaly", "memae"])
+@pytest.mark.parametrize("method", ["zscore", "padim", "patchcore", "scrps", "fanogan", "ganomaly",
+                                    "memae"])
 def test_smoke_run_on_synth(method, shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("ADBENCH_CACHE", str(shared_cache))
     out = tmp_path / "runs"
