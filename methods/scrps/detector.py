@@ -16,15 +16,15 @@ import torch
 
 from adbench.data.volume import SliceSet
 from adbench.detector import Context, ReconstructionDetector
-from adbench.methods.scrps.inversion import PRECISIONS, invert
 from adbench.io import json_tensor, tensor_json
-from adbench.params import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                            Range)
+from adbench.methods.scrps.inversion import PRECISIONS, invert
 from adbench.methods.scrps.repository import Repository, build_repository
 from adbench.methods.scrps.retrieval import build_index, retrieve, swap
 from adbench.methods.scrps.stylegan2 import (generator_from_state, generator_state, load_generator,
                                              tensor_hash)
 from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS, config_digest, train_stylegan
+from adbench.params import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                            Range)
 from adbench.training import work_folder
 
 __all__ = ["SCRPS"]
