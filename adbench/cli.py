@@ -16,7 +16,7 @@ from adbench import __version__
 __all__ = ["main", "build_parser"]
 
 # Sub-command modules in adbench.commands, in the order `adbench --help` lists them.
-COMMAND_MODULES = ("prepare", "show", "evaluate", "leaderboard")
+COMMAND_MODULES = ("config", "prepare", "show", "evaluate", "leaderboard")
 
 
 def _add_run(sub) -> None:
@@ -40,24 +40,44 @@ def _add_run(sub) -> None:
                         "(torchvision cache or $ADBENCH_VGG16_WEIGHTS; the default), a state-dict path, "
                         "or random (the smoke preset's choice)")
     p.add_argument("--strict", action="store_true", help="a bad subject stops the run instead of being skipped")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved config as YAML (a --config file) and exit, "
+                        "writing nothing")
+    bars = p.add_mutually_exclusive_group()
+    bars.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    bars.add_argument("--progress", action="store_true",
+                      help="progress bars even when stderr is not a terminal (default: only on "
+                           "a terminal)")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args) -> int:
-    from adbench.runner import run
+    from adbench.runner import execute, resolve
 
-    run_dir = run(args.method, args.dataset, train_on=args.train_on, preset=args.preset,
-                  config_file=args.config, sets=args.sets, seed=args.seed, device=args.device,
-                  weights=args.weights, data_root=args.data_root, train_root=args.train_root,
-                  strict=args.strict, output=args.output, quiet=args.quiet)
+    spec = resolve(args.method, args.dataset, train_on=args.train_on, preset=args.preset,
+                   config_file=args.config, sets=args.sets, seed=args.seed, device=args.device,
+                   weights=args.weights, data_root=args.data_root, train_root=args.train_root,
+                   strict=args.strict)
+    if args.print_config:
+        from adbench.commands.config import render_resolved
+        print(render_resolved(spec), end="")
+        return 0
+    progress = False if args.quiet else (True if args.progress else None)
+    run_dir = execute(spec, output=args.output, progress=progress)
     import json
     s = json.loads((run_dir / "summary.json").read_text())
     print(f"{args.method} on {args.dataset}: AUROC {_pct(s['auroc_mean'])} ± {_pct(s['auroc_std'])}, "
           f"⌈Dice⌉ {_pct(s['dice_max_mean'])} ± {_pct(s['dice_max_std'])} over {s['n_volumes']} volumes"
           + (f" ({len(s['skipped'])} skipped)" if s.get("skipped") else ""))
+    if s.get("preset") == "smoke":
+        print(SMOKE_NOTE)
     print(f"run folder: {run_dir}")
     return 0
+
+
+#: Printed under every smoke result: its numbers check the pipeline, they measure nothing.
+SMOKE_NOTE = ("note: preset 'smoke' is a pipeline check (tiny data, few steps, random weights); "
+              "its numbers are not results")
 
 
 def _pct(v) -> str:

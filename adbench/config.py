@@ -26,19 +26,33 @@ from adbench.data.preprocess import PreprocessConfig
 from adbench.errors import ConfigError
 from adbench.plugins import UnknownNameError
 
-__all__ = ["ConfigError", "RUNNER_DEFAULTS", "RUNNER_PRESETS", "PREPROCESS_PRESETS", "parse_sets",
-           "merge_section", "load_config_file", "preprocess_config"]
+__all__ = ["ConfigError", "RUNNER_DEFAULTS", "RUNNER_HELP", "RUNNER_PRESETS", "PREPROCESS_PRESETS", "parse_sets",
+           "merge_section", "load_config_file", "preprocess_config", "check_device"]
 
 
 RUNNER_DEFAULTS: dict[str, Any] = {
-    "weights": "imagenet",         # VGG16 for A_per and VGG-based methods: imagenet | random | PATH
-    "batch_size": 16,              # slices per predict call
-    "localisation": "perceptual",  # reconstruction methods: "perceptual" (shared A_per) or "native"
-    "perceptual_blocks": [3, 4, 5],  # VGG16 blocks of A_per (paper: last three)
-    "max_test_volumes": None,      # evaluate only the first N test volumes (None: all)
-    "max_train_volumes": None,     # train on only the first N healthy volumes (None: all)
-    "write_maps": True,            # maps/<subject>.nii.gz with image and masks beside it
-    "figures": True,               # figures/ overlay and ROC curve
+    "weights": "imagenet",
+    "batch_size": 16,
+    "localisation": "perceptual",
+    "perceptual_blocks": [3, 4, 5],
+    "max_test_volumes": None,
+    "max_train_volumes": None,
+    "write_maps": True,
+    "figures": True,
+}
+
+#: One line per runner key, shown by ``adbench config runner`` (a test keeps the keys equal).
+RUNNER_HELP: dict[str, str] = {
+    "weights": "VGG16 weights of A_per and of VGG-based methods: imagenet (torchvision cache or "
+               "$ADBENCH_VGG16_WEIGHTS) | random | PATH of a state dict; `--weights` sets it",
+    "batch_size": "test slices per predict call",
+    "localisation": "reconstruction methods: perceptual (the shared A_per, paper §3.2) or "
+                    "native (the method's own map)",
+    "perceptual_blocks": "VGG16 blocks of A_per (paper: the last three)",
+    "max_test_volumes": "evaluate only the first N test volumes (null: all)",
+    "max_train_volumes": "train on only the first N healthy volumes (null: all)",
+    "write_maps": "write maps/<subject>.nii.gz, with the image and masks beside it",
+    "figures": "write figures/ (overlays and the ROC curve)",
 }
 
 RUNNER_PRESETS: dict[str, dict[str, Any]] = {
@@ -63,7 +77,7 @@ SECTIONS = ("method", "dataset", "train", "preprocess", "runner")
 
 
 def parse_sets(items: list[str] | None) -> dict[str, dict[str, Any]]:
-    """``["k=v", "dataset.n=3"]`` → {"method": {"k": v}, "dataset": {"n": 3}, ...}."""
+    """``["k2=20", "dataset.n_test=3"]`` → {"method": {"k2": 20}, "dataset": {"n_test": 3}, …}."""
     out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for item in items or []:
         if "=" not in item:
@@ -147,6 +161,38 @@ def preprocess_config(preset: str | None, *layers: dict[str, Any]) -> Preprocess
         return PreprocessConfig.from_dict(cfg)
     except (KeyError, ValueError, TypeError) as exc:   # bad values: same error type as bad keys
         raise ConfigError(str(exc).strip("'\"")) from None
+
+
+def check_device(device: str) -> str:
+    """``device`` as torch names it, if this machine has it; else a ConfigError naming the
+    device and what torch sees (before any run folder exists)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {device!r}: not a device name; expected cpu, cuda, cuda:N "
+                          f"or mps") from None
+    if dev.type == "cpu":
+        return str(dev)
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            build = (f"built with CUDA {torch.version.cuda}" if torch.version.cuda
+                     else "a CPU-only build")
+            raise ConfigError(f"--device {device!r}: torch {torch.__version__} ({build}) sees no "
+                              f"CUDA device (torch.cuda.is_available() is False); use --device "
+                              f"cpu, or check the driver and CUDA_VISIBLE_DEVICES")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"--device {device!r}: torch sees {n} CUDA device(s), "
+                              f"cuda:0 … cuda:{n - 1}")
+        return str(dev)
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {device!r}: torch {torch.__version__} sees no MPS "
+                              f"device (torch.backends.mps.is_available() is False)")
+        return str(dev)
+    raise ConfigError(f"--device {device!r}: adbench runs on cpu, cuda[:N] or mps")
 
 
 def check_preset(preset: str | None, known: set[str]) -> None:

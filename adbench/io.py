@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,9 +19,20 @@ import numpy as np
 import torch
 import yaml
 
-__all__ = ["cache_dir", "atomic_path", "atomic_write", "write_json", "write_yaml", "read_yaml",
+__all__ = ["show_progress", "cache_dir", "atomic_path", "atomic_write", "write_json", "write_yaml", "read_yaml",
            "save_tensors", "load_tensors", "save_nifti", "json_tensor", "tensor_json",
            "file_sha256", "safe_filename"]
+
+
+def show_progress(asked: bool | None = None) -> bool:
+    """Whether to draw progress bars: ``asked`` when given (``--progress`` / ``--quiet``),
+    else only when stderr is a terminal, so logs of batch jobs get no bar redraws."""
+    if asked is not None:
+        return bool(asked)
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def cache_dir(*parts: str) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Annotated, Any, Callable, Literal
 from adbench.errors import ConfigError, PluginError
 
 __all__ = ["Range", "PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat",
-           "Fraction", "signature_defaults", "check_config", "describe"]
+           "Fraction", "signature_defaults", "check_config", "describe", "key_help", "key_types"]
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,66 @@ def check_config(factory: Callable, config: dict[str, Any], what: str) -> None:
         if not _accepts(hint, value):
             raise ConfigError(f"{what} config key {key!r}: got {value!r} "
                               f"({type(value).__name__}), expected {describe(hint)}")
+
+
+# -- documentation of the keys (``adbench config``) -----------------------------------------
+_KEY_LINE = re.compile(r"^(?P<names>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)(?:\s{2,}(?P<text>\S.*))?$")
+
+
+def key_help(factory: Callable, keys: cabc.Iterable[str]) -> dict[str, str]:
+    """{key: one-line meaning} read from ``factory``'s docstring (its class docstring, else
+    its ``__init__``'s), for the keys it documents.
+
+    The convention every built-in follows (NVlabs' aligned argument comments, as a list)::
+
+        backbone, layers   the feature extractor; weights "imagenet" | path | "random".
+        batch_size         slices per forward pass.
+        lesion_min_mm, lesion_max_mm
+                           lesion size range (continuation lines are indented).
+
+    A line starts with one key or several comma-separated keys at the list's indentation,
+    then two or more spaces and the meaning; the meaning may continue on deeper-indented
+    lines, or start on the next line; continuation lines are joined into one. Keys without
+    an entry are left out.
+    """
+    keys = set(keys)
+    docs = [inspect.getdoc(factory) or ""]
+    init = getattr(factory, "__init__", None)
+    if inspect.isclass(factory) and init is not None and init is not object.__init__:
+        docs.append(inspect.getdoc(init) or "")
+    out: dict[str, str] = {}
+    for doc in docs:
+        lines = doc.splitlines()
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            m = _KEY_LINE.match(stripped)
+            if not m:
+                continue
+            names = [n.strip() for n in m["names"].split(",")]
+            if not all(n in keys for n in names):
+                continue
+            indent = len(line) - len(line.lstrip())
+            parts = [m["text"]] if m["text"] else []
+            for nxt in lines[i + 1:]:   # continuation: deeper indentation, not a new key line
+                if not nxt.strip() or len(nxt) - len(nxt.lstrip()) <= indent:
+                    break
+                parts.append(nxt.strip())
+            text = " ".join(parts).strip()
+            for n in names:
+                if text and n not in out:
+                    out[n] = text
+    return out
+
+
+def key_types(factory: Callable, defaults: dict[str, Any]) -> dict[str, str]:
+    """{key: type as ``describe`` writes it}: the parameter's hint, else the default's type."""
+    _, hints = _hints(factory)
+    out = {}
+    for key, default in defaults.items():
+        if key in hints:
+            out[key] = describe(hints[key])
+        elif default is None:
+            out[key] = "any"
+        else:
+            out[key] = describe(type(default))
+    return out

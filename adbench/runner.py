@@ -31,7 +31,7 @@ import torch
 
 from adbench import __version__
 from adbench.config import (PREPROCESS_PRESETS, RUNNER_DEFAULTS, RUNNER_PRESETS, ConfigError,
-                            check_preset, load_config_file, merge_section, parse_sets,
+                            check_device, check_preset, load_config_file, merge_section, parse_sets,
                             preprocess_config)
 from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
 from adbench.data.dataset import Dataset
@@ -39,7 +39,8 @@ from adbench.data.preprocess import HistogramReference, PreprocessConfig
 from adbench.data.selection import select_slices
 from adbench.data.volume import DataError, SliceSet
 from adbench.detector import Context, Detector
-from adbench.io import (cache_dir, file_sha256, load_tensors, save_tensors, write_json)
+from adbench.io import (cache_dir, file_sha256, load_tensors, save_tensors, show_progress,
+                        write_json)
 from adbench.params import check_config
 from adbench.plugins import Registry, get_registry
 from adbench.rundir import RunFolder
@@ -99,6 +100,7 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
     reg = registry or get_registry()
     mspec = reg.method(method)
     dspec = reg.dataset(dataset)
+    device = check_device(device)
     train_name = train_on or dataset
     tspec = reg.dataset(train_name)
     if "test" not in dspec.splits:
@@ -260,21 +262,25 @@ def _fit_or_load(detector: Detector, train: SliceSet, spec: RunSpec, train_fp: s
 
 
 def run(method: str, dataset: str, *, output: str | Path = "runs", quiet: bool = False,
-        **kwargs: Any) -> Path:
+        progress: bool | None = None, **kwargs: Any) -> Path:
     """Resolve, then execute one run; returns the run folder. kwargs go to :func:`resolve`."""
     spec = resolve(method, dataset, **kwargs)
-    return execute(spec, output=output, quiet=quiet)
+    return execute(spec, output=output, quiet=quiet, progress=progress)
 
 
-def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False) -> Path:
+def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False,
+            progress: bool | None = None) -> Path:
+    """Run a resolved spec. Progress bars: ``progress`` when given, none when ``quiet``,
+    else only when stderr is a terminal."""
+    progress = show_progress(False if quiet else progress)
     reg = spec.registry or get_registry()
     dspec, tspec = reg.dataset(spec.dataset), reg.dataset(spec.train_on)
 
     def build(ds_spec, cfg):
-        # A dataset that generates or downloads shows progress unless --quiet; only a
+        # A dataset that generates or downloads shows progress like the run; only a
         # presentation choice, so it is not part of the recorded config.
         if "progress" in ds_spec.default_config and cfg.get("progress") is None:
-            cfg = {**cfg, "progress": not quiet}
+            cfg = {**cfg, "progress": progress}
         return ds_spec.factory(**cfg)
 
     test_ds = build(dspec, spec.dataset_config)
@@ -294,7 +300,7 @@ def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False) 
     log.setLevel(logging.INFO)
     try:
         reg.run_started(run_dir=run_dir, config=config)
-        summary = _execute(spec, folder, test_ds, train_ds, progress=not quiet)
+        summary = _execute(spec, folder, test_ds, train_ds, progress=progress)
         reg.run_finished(run_dir=run_dir, summary=summary)
         return run_dir
     except BaseException as exc:

@@ -21,6 +21,7 @@ from adbench.config import dataset_sets, merge_section, preprocess_config
 from adbench.data.selection import select_slices
 from adbench.data.validate import validate_volume
 from adbench.data.volume import DataError, Volume
+from adbench.io import show_progress
 from adbench.plugins import get_registry
 
 __all__ = ["add_parser", "main", "prepare"]
@@ -42,7 +43,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "for the shared preprocessing (use the same as for `adbench run`)")
     p.add_argument("--strict", action="store_true",
                    help="stop with exit status 1 at the first bad subject")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    bars = p.add_mutually_exclusive_group()
+    bars.add_argument("--progress", action="store_true", default=None,
+                      help="progress bar even when stderr is not a terminal (default: only on "
+                           "a terminal)")
+    bars.add_argument("--quiet", "-q", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=main)
     return p
 
@@ -53,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     rows, ok = prepare(args.dataset, data_root=args.data_root, split=args.split,
                        preset=args.preset, dataset_config=dataset_layer,
                        preprocess=sets["preprocess"], strict=args.strict,
-                       progress=args.progress)
+                       progress=show_progress(args.progress))
     return 0 if ok else 1
 
 

@@ -42,6 +42,19 @@ __all__ = ["PreprocessConfig", "Preprocessed", "to_ras", "brain_box", "resample_
 
 @dataclass(frozen=True)
 class PreprocessConfig:
+    """The shared preprocessing (section ``preprocess``; steps as in the module docstring).
+
+    size                 (H, W) of every slice (paper: 160 x 128).
+    margin               voxels added around the brain's bounding box before resizing.
+    equalize             histogram equalisation inside the brain (step 4).
+    nbins                histogram bins of the equalisation.
+    match                histogram matching to the training set's reference (step 5).
+    n_quantiles          resolution of the matching reference.
+    min_brain_fraction   the "brain" slice rule: brain pixels / slice pixels at least this.
+    slices_train         slice rule of training volumes: "brain", "all" or "lesion".
+    slices_test          slice rule of test volumes ("lesion": the paper's protocol).
+    """
+
     size: tuple[int, int] = (160, 128)     # (H, W) of every slice
     margin: int = 2                        # voxels added around the brain's bounding box
     equalize: bool = True                  # step 4

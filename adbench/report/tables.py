@@ -81,6 +81,10 @@ def _row_keys(runs: list[RunRecord]) -> dict[int, tuple]:
                     str(r.seed)) for r in runs}
 
 
+SMOKE = "smoke"
+SMOKE_LABEL = "smoke: pipeline check"
+
+
 def _labels(keys: list[tuple]) -> dict[tuple, str]:
     """Row label = method name plus only the attributes that differ among its rows."""
     out = {}
@@ -88,7 +92,9 @@ def _labels(keys: list[tuple]) -> dict[tuple, str]:
         same = [o for o in keys if o[0] == k[0]]
         parts = [k[0]]
         for i, name in ((1, "train: "), (2, "preset "), (3, "seed ")):
-            if len({o[i] for o in same}) > 1:
+            if i == 2 and k[i] == SMOKE:
+                parts.append(SMOKE_LABEL)   # always shown: smoke numbers are not results
+            elif len({o[i] for o in same}) > 1:
                 parts.append(f"{name}{k[i]}")
         out[k] = parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
     return out
@@ -112,6 +118,10 @@ def build_leaderboard(runs: list[RunRecord], metrics=DEFAULT_METRICS, *,
         else:
             newest[key] = r
     runs = list(newest.values())
+    n_smoke = sum(r.preset == SMOKE for r in runs)
+    if n_smoke:
+        warnings.append(f"{n_smoke} run(s) at preset 'smoke' are pipeline checks (tiny data, few "
+                        "steps, random weights): their numbers are not results")
 
     by_defs: dict[str, list[RunRecord]] = {}
     for r in runs:

@@ -43,7 +43,8 @@ class SCRPS(ReconstructionDetector):
                            None: train StyleGAN2 in the model cache. Given, no StyleGAN2 is
                            trained and ``stylegan``/``stylegan_config`` are not used; the
                            file's sha256 is part of the model-cache key and the summary
-    inversion_steps        Adam steps per slice (2,000);  inversion_lr (0.01)
+    inversion_steps        Adam steps per slice (2,000)
+    inversion_lr           Adam learning rate of the inversion (0.01)
     mse_weight             λ_mse of Eq. 1 (10)
     perceptual_weight      weight of L_percept in Eq. 1 (1; 0 = MSE-only inversion without VGG16,
                            a cheap non-paper setting for CPU presets)

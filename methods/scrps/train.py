@@ -22,7 +22,7 @@ import torch
 
 from adbench.config import parse_sets
 from adbench.errors import ConfigError
-from adbench.io import file_sha256, write_json
+from adbench.io import file_sha256, show_progress, write_json
 from adbench.methods.scrps.stylegan2 import save_generator
 from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS, resolve_config, train_stylegan
 from adbench.training import init_distributed
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a StyleGAN2 key, or dataset.KEY / preprocess.KEY (repeatable)")
     p.add_argument("--data-root", default=None, help="dataset root folder, if it needs one")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a bar only when stderr is a terminal)")
     return p
 
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train = load_split(args.dataset, "train", preset=args.preset, data_root=args.data_root,
                        dataset_config=sets["dataset"], preprocess=sets["preprocess"],
-                       progress=not args.no_progress and rank == 0)
+                       progress=show_progress(False if args.no_progress else None) and rank == 0)
     out = args.out.resolve()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "preprocess": sets["preprocess"],
                                                "stylegan": cfg})
     G = train_stylegan(train.images, cfg, out, device=device, seed=args.seed,
-                       progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))
+                       progress=show_progress(False if args.no_progress else None),
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
     if rank == 0:
         path = out / GENERATOR_FILE
         save_generator(path, G)

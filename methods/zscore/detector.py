@@ -15,9 +15,15 @@ from adbench.params import NonNegativeFloat
 
 
 class ZScore(Detector):
+    """Per-position Gaussian of healthy intensities; map |x − μ| / (σ + eps).
+
+    eps          added to σ: keeps near-constant positions finite.
+    brain_only   statistics over brain pixels only, and 0 outside the brain (background is -1).
+    """
+
     def __init__(self, eps: NonNegativeFloat = 0.05, brain_only: bool = True):
-        self.eps = eps                  # added to σ: keeps near-constant positions finite
-        self.brain_only = brain_only    # statistics over brain pixels only (background is -1)
+        self.eps = eps
+        self.brain_only = brain_only
 
     def _fit(self, train: SliceSet, ctx: Context) -> None:
         x = train.images[:, 0].double()                    # (N, H, W)
