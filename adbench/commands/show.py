@@ -6,6 +6,11 @@ brain's centre) of the volume as the dataset delivers it (reoriented to RAS so l
 left and anterior at the top), and the same axial level after the shared preprocessing
 (the 160x128 slice a detector sees). Lesion masks are drawn as red contours. The figure is a
 PNG written atomically (matplotlib, Agg backend: no display needed).
+
+Only the drawn volumes are read: a dataset that generates its volumes on first use and has a
+``generate`` setting (synth) is asked for ``generate="each"``, so a preview generates the
+``--n`` volumes it draws, not the whole set; cached volumes are read as they are, and the
+files it writes are those a later ``adbench run`` would write, so the run reuses them.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from adbench.config import ConfigError, dataset_sets, merge_section
-from adbench.io import atomic_path
+from adbench.io import atomic_path, show_progress
 from adbench.plugins import UnknownNameError, get_registry
 
 __all__ = ["add_parser", "main", "show"]
@@ -38,7 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="the dataset's folder (sets data_root)")
     p.add_argument("--no-preprocessed", dest="preprocessed", action="store_false",
                    help="leave out the preprocessed 160x128 column")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (default: a bar only when stderr is a terminal)")
     p.set_defaults(func=main)
     return p
 
@@ -48,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
     layer = sets["dataset"]
     path = show(args.dataset, args.out, n=args.n, split=args.split, preset=args.preset,
                 dataset_config=layer, data_root=args.data_root,
-                preprocessed=args.preprocessed, progress=not args.quiet)
+                preprocessed=args.preprocessed,
+                progress=show_progress(False if args.quiet else None))
     print(f"wrote {path}")
     return 0
 
@@ -75,7 +82,9 @@ def show(dataset: str, out: str | Path, *, n: int = 6, split: str = "test",
         raise UnknownNameError(f"unknown preset {preset!r} for dataset {dataset!r}; its presets: "
                                f"{', '.join(sorted(spec.presets)) or '(none)'}")
     layer = {"data_root": str(data_root)} if data_root is not None else {}
-    extra = {"progress": progress} if "progress" in spec.default_config else {}
+    extra: dict[str, Any] = {"progress": progress} if "progress" in spec.default_config else {}
+    if "generate" in spec.default_config:  # generate only what is drawn (a --set may override)
+        extra["generate"] = "each"
     cfg = merge_section(f"dataset {dataset!r}", spec.default_config, spec.presets, preset,
                         extra, dict(dataset_config or {}), layer)
     ds = spec.factory(**cfg)

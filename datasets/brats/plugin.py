@@ -15,7 +15,8 @@ def adbench_datasets():
             "modality": "t1",               # the paper tests on T1
             "lesion_labels": None,          # None: label > 0 (whole tumour); e.g. [1, 4]
             "label_values": list(BRATS_LABELS),
-            "seg_overrides": {},            # {"BraTS20_Training_355": "W39_1998.09.19_Segm.nii"}
+            "seg_overrides": {},            # {subject id: seg file} for misnamed segmentations;
+                                            # subject 355's W39_...Segm.nii is known already
             "max_subjects": None,           # None: every usable subject
         },
         splits=("test",),

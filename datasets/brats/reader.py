@@ -10,7 +10,8 @@ itself, or the Kaggle copy's ``BraTS2020_TrainingData/`` above it)::
         ...
         BraTS20_Training_355/
             BraTS20_Training_355_{t1,t1ce,t2,flair}.nii
-            W39_1998.09.19_Segm.nii            (the release's one misnamed segmentation)
+            W39_1998.09.19_Segm.nii            (the release's one misnamed segmentation;
+                                                read as is, see ``KNOWN_SEG_NAMES``)
 
 Volumes are 240x240x155 at 1 mm, skull-stripped (background exactly 0), stored LPS
 (nibabel affine diag(-1, -1, 1)); the shared preprocessing reorients them. Labels:
@@ -30,10 +31,16 @@ from adbench.data.validate import (check_not_empty, check_same_grid, labels_to_m
                                    problem, require_data_root)
 from adbench.data.volume import DataError, Volume
 
-__all__ = ["BraTS2020", "MODALITIES", "BRATS_LABELS"]
+__all__ = ["BraTS2020", "MODALITIES", "BRATS_LABELS", "KNOWN_SEG_NAMES"]
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 BRATS_LABELS = (0, 1, 2, 4)
+#: Segmentations that the official BraTS2020 training release ships under another name than
+#: ``<id>_seg.nii[.gz]``: subject id -> the released file name (a gzipped copy of it is found
+#: too). They are read without configuration and recorded in ``Volume.meta["seg_source"]``
+#: (hence in the run summary's ``data_sources``); a ``seg_overrides`` entry still wins, and a
+#: ``<id>_seg`` file, if someone renamed it, comes first.
+KNOWN_SEG_NAMES: dict[str, str] = {"BraTS20_Training_355": "W39_1998.09.19_Segm.nii"}
 _SUBJECT_RE = re.compile(r"^BraTS20_Training_\d+$")
 _EXPECTED = ("the folder that holds MICCAI_BraTS2020_TrainingData/ (or that folder itself, "
              "whose sub-folders are BraTS20_Training_NNN/)")
@@ -47,8 +54,10 @@ class BraTS2020(ListedDataset):
     lesion_labels   labels counted as anomaly; None = label > 0 (whole tumour).
     label_values    the label set a segmentation must use; anything else is an error.
     seg_overrides   subject id → segmentation file name (relative to the subject folder, or
-                    absolute) for subjects whose file is not ``<id>_seg.nii[.gz]``; e.g.
-                    {"BraTS20_Training_355": "W39_1998.09.19_Segm.nii"}.
+                    absolute) for subjects whose file is not ``<id>_seg.nii[.gz]``, e.g.
+                    {"BraTS20_Training_042": "seg_final.nii.gz"}. Not needed for the release's
+                    own misnamed file (subject 355, see ``KNOWN_SEG_NAMES``), which it
+                    overrides when it names that subject.
     max_subjects    keep only the first N usable subjects (sorted by id); None = all.
     """
 
@@ -131,6 +140,10 @@ class BraTS2020(ListedDataset):
         seg = _find(sdir, f"{sid}_seg")
         if seg is not None:
             return seg, ""
+        if sid in KNOWN_SEG_NAMES:
+            seg = _find(sdir, strip_nifti_suffix(KNOWN_SEG_NAMES[sid]))
+            if seg is not None:
+                return seg, ""
         known = {f"{sid}_{m}" for m in MODALITIES}
         others = sorted(p.name for p in sdir.iterdir()
                         if nifti_suffix(p.name) and strip_nifti_suffix(p.name) not in known)
@@ -177,11 +190,23 @@ class BraTS2020(ListedDataset):
             "lesion_path": str(seg_path), "lesion_rule": self._rule(),
             "brain_mask_source": "image > 0 (BraTS volumes are skull-stripped)",
         }
-        if seg_path.name != f"{subject}_seg{nifti_suffix(seg_path.name)}":
+        source = self._seg_source(subject, seg_path)
+        if source is not None:
             meta["seg_override"] = seg_path.name
+            meta["seg_source"] = source
         meta.update(self._name_mapping().get(subject, {}))
         return Volume(image=image, brain_mask=brain, lesion_mask=lesion, affine=affine,
                       subject_id=subject, meta=meta)
+
+    def _seg_source(self, subject: str, seg_path: Path) -> str | None:
+        """Why ``seg_path`` is the segmentation when it is not ``<id>_seg.nii[.gz]`` (None
+        when it is), e.g. "BraTS20_Training_355: W39_1998.09.19_Segm.nii (known BraTS2020
+        release quirk)". Values name the subject: the run summary keeps the set of them."""
+        if seg_path.name == f"{subject}_seg{nifti_suffix(seg_path.name)}":
+            return None
+        if subject in self.seg_overrides:
+            return f"{subject}: {seg_path.name} (seg_overrides)"
+        return f"{subject}: {seg_path.name} (known BraTS2020 release quirk)"
 
     def _rule(self) -> str:
         return "label > 0" if self.lesion_labels is None else f"label in {list(self.lesion_labels)}"

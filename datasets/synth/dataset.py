@@ -1,7 +1,10 @@
 """The ``synth`` dataset: healthy and lesioned volumes derived from the MNI152 template.
 
 Generated on first use into the cache (``cache_dir`` or ``adbench.io.cache_dir("synth")``),
-one file per volume, and read from there afterwards. Split "train" holds healthy volumes
+one file per volume, and read from there afterwards: by default the first read of a missing
+volume generates every missing volume of both splits (in parallel; a run reads them all), with
+``generate="each"`` only the volume read (``adbench show``). Either way a volume's file is the
+same bytes, so a preview's files are reused by a later run. Split "train" holds healthy volumes
 (``lesion_mask`` None), split "test" volumes with one tumour-like or stroke-like lesion each.
 """
 from __future__ import annotations
@@ -20,6 +23,8 @@ from adbench.datasets.synth.generate import (SynthParams, cache_root, ensure_vol
 
 __all__ = ["SynthDataset"]
 
+_GENERATE = ("all", "each")
+
 
 class SynthDataset(Dataset):
     """Embedded synthetic dataset (architecture §8); runs anywhere, downloads nothing.
@@ -33,13 +38,17 @@ class SynthDataset(Dataset):
                       diameter <= max).
     cache_dir         folder for the generated files (None: ``$ADBENCH_CACHE/synth``).
     progress          progress bar while generating; None: only when stderr is a terminal.
+    generate          what reading a missing volume generates: "all" every missing volume of
+                      both splits (what a run reads), "each" only that volume (what a preview
+                      reads). A volume's file is the same bytes either way.
     """
 
     name = "synth"
 
     def __init__(self, n_train: int = 40, n_test: int = 20, lesion_mix: float = 0.5, seed: int = 0,
                  spacing: int = 1, lesion_min_mm: float = 5.0, lesion_max_mm: float = 45.0,
-                 cache_dir: str | None = None, progress: bool | None = None) -> None:
+                 cache_dir: str | None = None, progress: bool | None = None,
+                 generate: str = "all") -> None:
         self.n_train = n_train
         self.n_test = n_test
         self.lesion_mix = lesion_mix
@@ -49,6 +58,7 @@ class SynthDataset(Dataset):
         self.lesion_max_mm = lesion_max_mm
         self.cache_dir = cache_dir
         self.progress = progress
+        self.generate = generate
         # validated now: a bad --set value should fail before any run folder is made
         try:
             self._params = SynthParams.from_config(
@@ -56,6 +66,10 @@ class SynthDataset(Dataset):
                 lesion_min_mm=lesion_min_mm, lesion_max_mm=lesion_max_mm)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"dataset 'synth': {exc}") from None
+        if generate not in _GENERATE:
+            raise ConfigError(f"dataset 'synth': generate={generate!r}: expected one of "
+                              f"{list(_GENERATE)} ('all': a missing volume generates every "
+                              f"missing one; 'each': only itself)")
         self._root: Path | None = None
 
     # -- the Dataset contract --------------------------------------------------------------
@@ -67,8 +81,7 @@ class SynthDataset(Dataset):
 
     def load(self, subject: str) -> Volume:
         path = self._file(subject)
-        if not path.exists():
-            self.prepare()
+        self._ensure(subject, path)
         try:
             data = read_volume(path)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
@@ -83,13 +96,13 @@ class SynthDataset(Dataset):
 
     def source_files(self, subject: str) -> list[Path]:
         path = self._file(subject)
-        if not path.exists():
-            self.prepare()
+        self._ensure(subject, path)
         return [path]
 
     def params(self) -> dict[str, Any]:
         # where the files live and whether a bar is shown do not change the data
-        return {k: v for k, v in super().params().items() if k not in ("cache_dir", "progress")}
+        return {k: v for k, v in super().params().items()
+                if k not in ("cache_dir", "progress", "generate")}
 
     def fingerprint(self, split: str) -> str:
         """Content-based: the volumes are a pure function of the content key and the subject
@@ -109,11 +122,22 @@ class SynthDataset(Dataset):
 
     def prepare(self, progress: bool | None = None) -> list[str]:
         """Generate every missing volume of both splits; return the subjects generated now."""
-        show = self.progress if progress is None else progress
-        if show is None:
-            show = sys.stderr.isatty()
         wanted = self.subjects("train") + self.subjects("test")
-        return ensure_volumes(self._params, self.root, wanted, progress=bool(show))
+        return ensure_volumes(self._params, self.root, wanted, progress=self._bar(progress))
+
+    def _ensure(self, subject: str, path: Path) -> None:
+        """Generate ``subject``'s file if it is missing: with every other missing volume
+        ("all", in parallel) or alone ("each", in this process)."""
+        if path.exists():
+            return
+        if self.generate == "each":
+            ensure_volumes(self._params, self.root, [subject], progress=self._bar(None), workers=1)
+        else:
+            self.prepare()
+
+    def _bar(self, progress: bool | None) -> bool:
+        show = self.progress if progress is None else progress
+        return sys.stderr.isatty() if show is None else bool(show)
 
     def _file(self, subject: str) -> Path:
         try:

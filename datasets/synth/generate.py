@@ -270,7 +270,8 @@ def ensure_volumes(params: SynthParams, root: Path, subjects: Iterable[str], *,
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(missing), desc=f"synth: generating {len(missing)} volumes", unit="vol")
+        noun = "volume" if len(missing) == 1 else "volumes"
+        bar = tqdm(total=len(missing), desc=f"synth: generating {len(missing)} {noun}", unit="vol")
     written: dict[str, dict] = {}
 
     def done(sid: str, entry: dict) -> None:

@@ -14,6 +14,7 @@ DEFAULT_CONFIG = {
     "lesion_max_mm": 45.0,  # every lesion inside a ball of this diameter
     "cache_dir": None,      # None: $ADBENCH_CACHE/synth (default ~/.cache/adbench/synth)
     "progress": None,       # progress bar while generating; None: when stderr is a terminal
+    "generate": "all",      # a missing volume read generates: "all" missing ones, "each" itself
 }
 
 PRESETS = {

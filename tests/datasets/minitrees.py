@@ -102,13 +102,16 @@ def brats_subject(i: int, shape=BRATS_SHAPE, seed: int = 0) -> dict[str, np.ndar
 
 
 def brats_tree(root: Path, ids=(1, 2, 3), *, ext: str = ".nii.gz", quirk_355: bool = False,
-               name_mapping: bool = True, image_dtype=np.int16, shape=BRATS_SHAPE,
-               seed: int = 0) -> Path:
+               misnamed: dict[int, str] | None = None, name_mapping: bool = True,
+               image_dtype=np.int16, shape=BRATS_SHAPE, seed: int = 0) -> Path:
     """``root/MICCAI_BraTS2020_TrainingData/BraTS20_Training_NNN/...``; returns ``root``.
 
     quirk_355  add subject 355 as released: .nii files and its segmentation named
                W39_1998.09.19_Segm.nii.
+    misnamed   subject number (one of ``ids``) → file name of its segmentation, for a
+               misnamed file the reader does not know.
     """
+    misnamed = dict(misnamed or {})
     tdir = Path(root) / "MICCAI_BraTS2020_TrainingData"
     aff = brats_affine(shape)
     all_ids = list(ids) + ([355] if quirk_355 else [])
@@ -118,7 +121,7 @@ def brats_tree(root: Path, ids=(1, 2, 3), *, ext: str = ".nii.gz", quirk_355: bo
         e = ".nii" if i == 355 else ext
         for mod in ("t1", "t1ce", "t2", "flair"):
             write_nifti(tdir / sid / f"{sid}_{mod}{e}", vols[mod], aff, image_dtype)
-        seg_name = "W39_1998.09.19_Segm.nii" if i == 355 else f"{sid}_seg{e}"
+        seg_name = "W39_1998.09.19_Segm.nii" if i == 355 else misnamed.get(i, f"{sid}_seg{e}")
         write_nifti(tdir / sid / seg_name, vols["seg"], aff, np.uint8)
     if name_mapping:
         with open(tdir / "name_mapping.csv", "w", newline="") as f:

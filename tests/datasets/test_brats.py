@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import minitrees as mt  # noqa: E402
 
 from adbench import DataError  # noqa: E402
-from adbench.datasets.brats.reader import BraTS2020  # noqa: E402
+from adbench.datasets.brats.reader import KNOWN_SEG_NAMES, BraTS2020  # noqa: E402
 from adbench.plugins import get_registry  # noqa: E402
 
 TRAIN = "MICCAI_BraTS2020_TrainingData"
@@ -30,7 +30,7 @@ def _sid(i):
 
 def test_lists_and_loads_like_the_files(tree):
     ds = get_registry().dataset("brats").factory(data_root=str(tree))
-    assert ds.subjects("test") == [_sid(1), _sid(2), _sid(3)]
+    assert ds.subjects("test") == [_sid(1), _sid(2), _sid(3), _sid(355)]
     vol = ds.load(_sid(2))
     t1 = nib.load(str(tree / TRAIN / _sid(2) / f"{_sid(2)}_t1.nii.gz"))
     seg = np.asarray(nib.load(str(tree / TRAIN / _sid(2) / f"{_sid(2)}_seg.nii.gz")).dataobj)
@@ -50,7 +50,7 @@ def test_lists_and_loads_like_the_files(tree):
 def test_data_root_may_be_the_training_folder_itself(tree):
     a = BraTS2020(data_root=str(tree)).subjects("test")
     b = BraTS2020(data_root=str(tree / TRAIN)).subjects("test")
-    assert a == b == [_sid(1), _sid(2), _sid(3)]
+    assert a == b == [_sid(1), _sid(2), _sid(3), _sid(355)]
 
 
 def test_nii_copy_loads_like_the_gz_copy(tree, tmp_path):
@@ -63,21 +63,68 @@ def test_nii_copy_loads_like_the_gz_copy(tree, tmp_path):
     assert a.meta["image_path"].endswith("_t1.nii") and "grade" not in a.meta
 
 
-def test_subject_355_is_reported_with_the_fix_then_fixed_by_the_mapping(tree):
+def test_subject_355_is_read_under_its_released_name_and_recorded(tree):
     ds = BraTS2020(data_root=str(tree))
-    assert _sid(355) not in ds.subjects("test")
-    [p] = ds.problems("test")
-    assert p["subject"] == _sid(355)
-    assert "W39_1998.09.19_Segm.nii" in p["reason"] and "seg_overrides" in p["reason"]
-    with pytest.raises(DataError, match="W39_1998.09.19_Segm.nii"):
-        ds.load(_sid(355))
-    fixed = BraTS2020(data_root=str(tree),
-                      seg_overrides={_sid(355): "W39_1998.09.19_Segm.nii"})
-    assert fixed.problems("test") == [] and _sid(355) in fixed.subjects("test")
-    vol = fixed.load(_sid(355))
-    seg = np.asarray(nib.load(str(tree / TRAIN / _sid(355) / "W39_1998.09.19_Segm.nii")).dataobj)
+    assert ds.problems("test") == []
+    assert ds.subjects("test") == [_sid(1), _sid(2), _sid(3), _sid(355)]
+    vol = ds.load(_sid(355))
+    seg_file = tree / TRAIN / _sid(355) / KNOWN_SEG_NAMES[_sid(355)]
+    assert seg_file.name == "W39_1998.09.19_Segm.nii"
+    seg = np.asarray(nib.load(str(seg_file)).dataobj)
     np.testing.assert_array_equal(vol.lesion_mask, seg > 0)
-    assert vol.meta["seg_override"] == "W39_1998.09.19_Segm.nii"
+    assert vol.meta["lesion_path"] == str(seg_file)
+    assert vol.meta["seg_source"] == (f"{_sid(355)}: W39_1998.09.19_Segm.nii "
+                                      f"(known BraTS2020 release quirk)")
+    assert [str(p) for p in ds.source_files(_sid(355))][1] == str(seg_file)
+    assert "seg_source" not in ds.load(_sid(1)).meta          # the usual name: nothing to record
+
+
+def test_known_name_in_a_gzipped_copy_and_a_renamed_file_comes_first(tmp_path):
+    root = mt.brats_tree(tmp_path, ids=(), quirk_355=True, name_mapping=False)
+    d = root / TRAIN / _sid(355)
+    released = d / "W39_1998.09.19_Segm.nii"
+    img = nib.load(str(released))
+    mt.write_nifti(d / "W39_1998.09.19_Segm.nii.gz", np.asarray(img.dataobj), img.affine, np.uint8)
+    released.unlink()
+    vol = BraTS2020(data_root=str(root)).load(_sid(355))
+    assert vol.meta["lesion_path"] == str(d / "W39_1998.09.19_Segm.nii.gz")
+    (d / "W39_1998.09.19_Segm.nii.gz").rename(d / f"{_sid(355)}_seg.nii.gz")
+    vol = BraTS2020(data_root=str(root)).load(_sid(355))
+    assert vol.meta["lesion_path"] == str(d / f"{_sid(355)}_seg.nii.gz")
+    assert "seg_source" not in vol.meta
+
+
+def test_an_explicit_mapping_wins_over_the_known_name(tree, tmp_path):
+    other = tmp_path / "my_seg.nii.gz"
+    w39 = tree / TRAIN / _sid(355) / "W39_1998.09.19_Segm.nii"
+    seg = np.asarray(nib.load(str(w39)).dataobj).copy()
+    seg[seg == 2] = 0                                        # distinguishable from the W39 file
+    mt.write_nifti(other, seg, mt.brats_affine(), np.uint8)
+    ds = BraTS2020(data_root=str(tree), seg_overrides={_sid(355): str(other)})
+    vol = ds.load(_sid(355))
+    assert vol.meta["lesion_path"] == str(other)
+    np.testing.assert_array_equal(vol.lesion_mask, seg > 0)
+    assert vol.meta["seg_source"] == f"{_sid(355)}: my_seg.nii.gz (seg_overrides)"
+
+
+def test_an_unknown_misnamed_segmentation_is_reported_with_the_fix(tmp_path):
+    root = mt.brats_tree(tmp_path, ids=(1, 4), misnamed={4: "seg_final.nii.gz"},
+                         name_mapping=False)
+    ds = BraTS2020(data_root=str(root))
+    assert ds.subjects("test") == [_sid(1)]
+    [p] = ds.problems("test")
+    assert p["subject"] == _sid(4)
+    assert "seg_final.nii.gz" in p["reason"] and "seg_overrides" in p["reason"]
+    assert f"--set 'dataset.seg_overrides={{{_sid(4)}: seg_final.nii.gz}}'" in p["reason"]
+    with pytest.raises(DataError, match="seg_final.nii.gz"):
+        ds.load(_sid(4))
+    fixed = BraTS2020(data_root=str(root), seg_overrides={_sid(4): "seg_final.nii.gz"})
+    assert fixed.problems("test") == [] and fixed.subjects("test") == [_sid(1), _sid(4)]
+    vol = fixed.load(_sid(4))
+    seg = np.asarray(nib.load(str(root / TRAIN / _sid(4) / "seg_final.nii.gz")).dataobj)
+    np.testing.assert_array_equal(vol.lesion_mask, seg > 0)
+    assert vol.meta["seg_override"] == "seg_final.nii.gz"
+    assert vol.meta["seg_source"] == f"{_sid(4)}: seg_final.nii.gz (seg_overrides)"
 
 
 def test_mapping_to_a_missing_file_is_a_problem(tree):

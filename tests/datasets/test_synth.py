@@ -132,6 +132,19 @@ def test_second_instance_reuses_the_cache(ds, monkeypatch):
     assert SynthDataset(**{**SMALL, "seed": 5}, cache_dir=ds.cache_dir).fingerprint("train") != ds.fingerprint("train")
 
 
+def test_generate_each_makes_only_the_volume_read_with_the_same_bytes(ds, tmp_path):
+    lazy = SynthDataset(**SMALL, cache_dir=str(tmp_path), progress=False, generate="each")
+    assert lazy.params() == ds.params()            # same slice-cache key and fingerprint
+    assert lazy.fingerprint("test") == ds.fingerprint("test")
+    [path] = lazy.source_files("synth-test-0001")
+    assert sorted(p.name for p in tmp_path.rglob("*.npz")) == ["synth-test-0001.npz"]
+    assert path.read_bytes() == volume_path(ds.root, "synth-test-0001").read_bytes()
+    assert lazy.load("synth-test-0001").lesion_mask.any()
+    assert len(list(tmp_path.rglob("*.npz"))) == 1
+    manifest = (lazy.root / "manifest.json").read_text()
+    assert "synth-test-0001" in manifest and "synth-test-0000" not in manifest
+
+
 def test_default_cache_location_and_unreadable_file(tmp_path, monkeypatch):
     monkeypatch.setenv("ADBENCH_CACHE", str(tmp_path))
     d = SynthDataset(**SMALL)
@@ -153,7 +166,8 @@ def test_lesion_mix_is_exact_for_every_prefix():
 
 @pytest.mark.parametrize("bad,word", [({"spacing": 0}, "spacing"), ({"lesion_mix": 1.5}, "lesion_mix"),
                                       ({"n_train": -1}, "n_train"),
-                                      ({"lesion_min_mm": 30.0}, "lesion_min_mm")])
+                                      ({"lesion_min_mm": 30.0}, "lesion_min_mm"),
+                                      ({"generate": "some"}, "generate")])
 def test_bad_config_names_the_parameter(bad, word):
     with pytest.raises(ConfigError, match=word):
         SynthDataset(**{**SMALL, **bad})
