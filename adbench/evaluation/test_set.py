@@ -39,8 +39,12 @@ def _scorer(spec, detector: Detector):
 
 
 def predict_maps(detector: Detector, images: torch.Tensor, ctx: Context, scorer, batch_size: int,
+                 *, reconstructions: list | None = None,
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Maps (N, H, W) for slices (N, 1, H, W); reconstruction maps via the shared A_per."""
+    """Maps (N, H, W) for slices (N, 1, H, W); reconstruction maps via the shared A_per.
+
+    ``reconstructions``: a list that receives the (B, H, W) reconstructions of a
+    reconstruction detector, batch by batch (for the run's figure); untouched otherwise."""
     maps, extras = [], {}
     for start in range(0, images.shape[0], batch_size):
         x = images[start:start + batch_size]
@@ -50,6 +54,8 @@ def predict_maps(detector: Detector, images: torch.Tensor, ctx: Context, scorer,
             with torch.no_grad():
                 dev = next(scorer.parameters()).device
                 m = scorer(x.to(dev), pred.reconstructions.to(dev))
+        if reconstructions is not None and pred.reconstructions is not None:
+            reconstructions.append(pred.reconstructions[:, 0].detach().float().cpu())
         maps.append(m.detach().float().cpu())
         for k, v in pred.extras.items():
             extras.setdefault(k, []).append(v.detach().float().cpu())
@@ -93,10 +99,13 @@ def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context,
         image = finalize_image(pre, reference, cfg)
         amap = np.zeros(pre.brain.shape, np.float32)
         extras: dict[str, float] = {}
+        shown = len(figure_volumes) < N_FIGURE_VOLUMES and spec.runner["figures"]
+        recon: list | None = [] if shown and detector.reconstructs else None
         if len(z):
             sl = to_slices(pre, image, z)
             t0 = time.perf_counter()
-            m, ex = predict_maps(detector, sl.images, ctx, scorer, int(spec.runner["batch_size"]))
+            m, ex = predict_maps(detector, sl.images, ctx, scorer, int(spec.runner["batch_size"]),
+                                 reconstructions=recon)
             t_pred += time.perf_counter() - t0
             n_slices_pred += len(z)
             amap[:, :, z] = np.moveaxis(m.numpy(), 0, -1)
@@ -112,8 +121,13 @@ def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context,
         if spec.runner["write_maps"]:
             folder.write_map(pre.subject_id, amap, image, pre.brain, lesion, pre.affine)
         if len(figure_volumes) < N_FIGURE_VOLUMES:
-            figure_volumes.append({"subject": pre.subject_id, "image": image, "map": amap,
-                                   "lesion": lesion, "brain": pre.brain})
+            shown_volume = {"subject": pre.subject_id, "image": image, "map": amap,
+                            "lesion": lesion, "brain": pre.brain}
+            if recon:  # the slices a reconstruction detector made, on the slice grid
+                vol = np.zeros(pre.brain.shape, np.float32)
+                vol[:, :, z] = np.moveaxis(torch.cat(recon).numpy(), 0, -1)
+                shown_volume["reconstruction"] = vol
+            figure_volumes.append(shown_volume)
     if not rows:
         from adbench.data.volume import DataError
         raise DataError(f"dataset {spec.dataset!r}: no usable test volumes "

@@ -128,28 +128,35 @@ def _scaled(maps: list[np.ndarray], brains: list[np.ndarray]) -> tuple[list[np.n
 
 
 def comparison_figure(images: list[np.ndarray], lesions: list[np.ndarray], brains: list[np.ndarray],
-                      maps: Mapping[str, list[np.ndarray]], *, titles: Sequence[str] = ()):
+                      maps: Mapping[str, list[np.ndarray]], *, titles: Sequence[str] = (),
+                      greys: Mapping[str, list[np.ndarray]] | None = None):
     """The paper's Fig. 2: columns = slices, rows = image, ground truth, each method's map.
 
     images, lesions, brains: per shown slice (H, W); maps: method → per shown slice (H, W).
+    greys: more rows drawn like the image (e.g. "reconstruction" → per slice (H, W)), on the
+    image's grey scale, between the ground truth and the maps.
     """
     plt = _plt()
     import matplotlib as mpl
+    greys = dict(greys or {})
     n = len(images)
-    rows = 2 + len(maps)
+    rows = 2 + len(greys) + len(maps)
     fig, axes = plt.subplots(rows, n, figsize=(1.6 * n + 1.2, 1.9 * rows), squeeze=False)
     cmap = mpl.colormaps["jet"].with_extremes(bad="black")
     for j in range(n):
-        axes[0, j].imshow(images[j], cmap="gray")
-        axes[1, j].imshow(images[j], cmap="gray")
+        lo, hi = float(np.min(images[j])), float(np.max(images[j]))
+        axes[0, j].imshow(images[j], cmap="gray", vmin=lo, vmax=hi)
+        axes[1, j].imshow(images[j], cmap="gray", vmin=lo, vmax=hi)
         axes[1, j].imshow(np.ma.masked_where(~lesions[j], lesions[j]), cmap="autumn", alpha=0.6)
+        for r, ims in enumerate(greys.values(), start=2):
+            axes[r, j].imshow(ims[j], cmap="gray", vmin=lo, vmax=hi)
         if j < len(titles):
             axes[0, j].set_title(titles[j], fontsize=7)
-    for r, (name, ms) in enumerate(maps.items(), start=2):
+    for r, (name, ms) in enumerate(maps.items(), start=2 + len(greys)):
         shown, lo, hi = _scaled(ms, brains)
         for j in range(n):
             axes[r, j].imshow(shown[j], cmap=cmap, vmin=lo, vmax=hi)
-    for r, label in enumerate(["image", "ground truth", *maps]):
+    for r, label in enumerate(["image", "ground truth", *greys, *maps]):
         axes[r, 0].set_ylabel(label, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -162,8 +169,8 @@ def write_run_figures(run_dir: str | Path, volumes: list[dict], *, slice_rule: s
                       min_brain_fraction: float = MIN_BRAIN_FRACTION) -> list[Path]:
     """Write figures/overlay.png and figures/roc.png for one run; returns the paths written.
 
-    volumes: dicts with "subject" and (H, W, Z) arrays "image", "map", "lesion", "brain"
-    (a few test volumes: the overlay shows the largest lesion slice of up to four of them,
+    volumes: dicts with "subject" and (H, W, Z) arrays "image", "map", "lesion", "brain", and
+    "reconstruction" for a reconstruction method (a row of its own) (a few test volumes: the overlay shows the largest lesion slice of up to four of them,
     the ROC is pooled over their evaluation regions under ``slice_rule``).
     """
     out_dir = Path(run_dir) / "figures"
@@ -175,7 +182,10 @@ def write_run_figures(run_dir: str | Path, volumes: list[dict], *, slice_rule: s
             [np.asarray(volumes[i]["lesion"]).astype(bool)[:, :, z] for i, z in chosen],
             [np.asarray(volumes[i]["brain"]).astype(bool)[:, :, z] for i, z in chosen],
             {"anomaly map": [np.asarray(volumes[i]["map"])[:, :, z] for i, z in chosen]},
-            titles=[f"{volumes[i]['subject']} z={z}" for i, z in chosen])
+            titles=[f"{volumes[i]['subject']} z={z}" for i, z in chosen],
+            greys=({"reconstruction": [np.asarray(volumes[i]["reconstruction"])[:, :, z]
+                                       for i, z in chosen]}
+                   if all("reconstruction" in volumes[i] for i, _ in chosen) else None))
         p = out_dir / "overlay.png"
         atomic_write(p, to_png(fig))
         written.append(p)

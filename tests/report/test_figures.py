@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.metrics import roc_curve
 
 from adbench.report.figures import pick_slices, roc_points, write_run_figures
@@ -46,3 +47,10 @@ def test_write_run_figures(tmp_path):
         img = mpimg.imread(p)
         assert img.ndim == 3 and img.std() > 0.01
     assert write_run_figures(tmp_path / "none", vols[1:2]) == []  # no lesion: nothing to draw
+
+    # a reconstruction method's volumes carry their reconstruction: one more (grey) row
+    for v in vols:
+        v["reconstruction"] = v["image"] * 0.9
+    (overlay, _) = write_run_figures(tmp_path / "recon", vols)
+    h3, h4 = (mpimg.imread(p).shape[0] for p in (paths[0], overlay))
+    assert h4 / h3 == pytest.approx(4 / 3, rel=0.08)
