@@ -3,11 +3,15 @@
 PatchCore, PaDiM and the perceptual score all read VGG16 feature maps of the last three
 convolutional blocks. This module builds those backbones once, from weights resolved by
 :mod:`adbench.nn.weights`, and maps adbench's grayscale slices to the input they expect.
+Layers are tapped with torchvision's ``create_feature_extractor`` (:func:`tap`): a torch.fx
+graph of the unmodified torchvision model, cut after the deepest requested layer.
 
 Block naming (VGG16): block *j* is the output of the ReLU after the last convolution of block
-*j*, i.e. ``torchvision.models.vgg16().features`` slices [0,4) [4,9) [9,16) [16,23) [23,30);
-strides 1, 2, 4, 8, 16 and channels 64, 128, 256, 512, 512. At 160x128, blocks 3-5 are
-40x32, 20x16 and 10x8. ResNets expose ``layer1`` … ``layer4`` (strides 4, 8, 16, 32).
+*j* — graph nodes "3", "8", "15", "22", "29" of ``torchvision.models.vgg16().features``, the
+ends of the slices [0,4) [4,9) [9,16) [16,23) [23,30); strides 1, 2, 4, 8, 16 and channels
+64, 128, 256, 512, 512. At 160x128, blocks 3-5 are 40x32, 20x16 and 10x8. ResNets expose
+``layer1`` … ``layer4`` (strides 4, 8, 16, 32). ``"timm/<model>"`` backbones
+(:mod:`adbench.nn.timm_backbones`) expose the module names of timm's ``feature_info``.
 """
 from __future__ import annotations
 
@@ -16,13 +20,17 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from adbench.nn.weights import BACKBONES, resolve_backbone
+from adbench.nn.extractor import TIMM_PREFIX, backbone_error
+from adbench.nn.weights import resolve_backbone
 
-__all__ = ["FeatureExtractor", "GrayToRGB", "VGG16Trunk", "ResNetTrunk", "LAYERS", "CHANNELS",
-           "STRIDES", "VGG16_BLOCK_ENDS", "check_slices"]
+__all__ = ["FeatureExtractor", "GrayToRGB", "Trunk", "VGG16Trunk", "ResNetTrunk", "tap",
+           "assign_state", "LAYERS", "CHANNELS", "STRIDES", "VGG16_BLOCK_ENDS",
+           "VGG16_BLOCK_NODES", "check_slices"]
 
 #: End index (exclusive) in ``vgg16().features`` of blocks 1..5 (after their last ReLU).
 VGG16_BLOCK_ENDS = (4, 9, 16, 23, 30)
+#: Graph node of each block's output in ``vgg16().features``: the ReLU at index end - 1.
+VGG16_BLOCK_NODES = tuple(str(e - 1) for e in VGG16_BLOCK_ENDS)
 
 LAYERS: dict[str, tuple[str, ...]] = {
     "vgg16": ("block1", "block2", "block3", "block4", "block5"),
@@ -68,8 +76,14 @@ class GrayToRGB(nn.Module):
         self.register_buffer("b", -m / s, persistent=False)
 
     @classmethod
+    def normalize(cls, mean: tuple[float, ...], std: tuple[float, ...]) -> "GrayToRGB":
+        """[-1, 1] → [0, 1], then ``(x - mean) / std`` per RGB channel (e.g. a timm model's
+        ``pretrained_cfg`` mean and std)."""
+        return cls(tuple(2 * m - 1 for m in mean), tuple(2 * s for s in std))
+
+    @classmethod
     def imagenet(cls) -> "GrayToRGB":
-        return cls(tuple(2 * m - 1 for m in IMAGENET_MEAN), tuple(2 * s for s in IMAGENET_STD))
+        return cls.normalize(IMAGENET_MEAN, IMAGENET_STD)
 
     @classmethod
     def lpips(cls) -> "GrayToRGB":
@@ -80,80 +94,98 @@ class GrayToRGB(nn.Module):
         return torch.addcmul(self.b, x, self.a)  # broadcasts the single channel to three
 
 
-class VGG16Trunk(nn.Module):
-    """``vgg16().features`` cut after the deepest requested block; returns the block outputs.
+def tap(model: nn.Module, nodes: dict[str, str]) -> nn.Module:
+    """``create_feature_extractor(model, nodes)``: a torch.fx graph of ``model`` returning
+    ``{name: tensor}`` for ``nodes`` (graph node → output name), cut after the deepest one.
 
-    forward: (B, 3, H, W) normalised RGB → list of (B, C_j, H / 2^(j-1), W / 2^(j-1)) in the
-    order of ``blocks``.
+    A node may be a module's name ("layer3"), which taps the last node inside that module.
+    The graph calls ``model``'s own submodules under their original names, so state-dict keys
+    are unchanged and the outputs are those of ``model``'s forward, bit for bit.
+    """
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    return create_feature_extractor(model, return_nodes=dict(nodes))
+
+
+def assign_state(body: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Assign ``state_dict``'s tensors to every parameter and buffer of ``body`` (often built on
+    the meta device); raise KeyError naming the missing keys."""
+    missing = [k for k in body.state_dict() if k not in state_dict]
+    if missing:
+        raise KeyError(f"{what}: the state dict lacks {len(missing)} keys the tapped graph needs "
+                       f"(first: {missing[0]!r})")
+    body.load_state_dict({k: state_dict[k] for k in body.state_dict()}, assign=True)
+
+
+class Trunk(nn.Module):
+    """A tapped backbone graph ``body`` (see :func:`tap`); forward returns a list, not a dict.
+
+    forward: (B, 3, H, W) normalised RGB → [(B, C_l, H / s_l, W / s_l) for l in ``names``].
+    """
+
+    def __init__(self, body: nn.Module, names: tuple[str, ...]):
+        super().__init__()
+        self.body, self.names = body, tuple(names)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.body(x)
+        return [out[n] for n in self.names]
+
+
+class VGG16Trunk(Trunk):
+    """``vgg16().features`` tapped at the requested blocks; returns the block outputs.
+
+    Block *j* is graph node ``VGG16_BLOCK_NODES[j - 1]`` of ``vgg16().features``: the ReLU
+    before the *j*-th max-pool. forward: (B, 3, H, W) normalised RGB → list of
+    (B, C_j, H / 2^(j-1), W / 2^(j-1)) in the order of ``blocks``. State-dict keys are those of
+    ``vgg16().features`` ("0.weight" … up to the deepest block).
     """
 
     def __init__(self, state_dict: dict[str, torch.Tensor], blocks: tuple[int, ...]):
-        super().__init__()
         blocks = tuple(int(b) for b in blocks)
         if not blocks or len(set(blocks)) != len(blocks) or not set(blocks) <= {1, 2, 3, 4, 5}:
             raise ValueError(f"VGG16 blocks: got {blocks}; expected distinct values in 1..5")
-        self.blocks = blocks
-        deepest = max(blocks)
         with torch.device("meta"):  # structure only; weights are assigned below
-            full = torchvision.models.vgg16().features
-        starts = (0,) + VGG16_BLOCK_ENDS[:-1]
-        # Sequential slicing keeps the original indices, so keys match the state dict.
-        self.slices = nn.ModuleList(full[s:e] for s, e in zip(starts[:deepest],
-                                                                VGG16_BLOCK_ENDS[:deepest]))
-        for sl in self.slices:
-            sl.load_state_dict({k: state_dict[k] for k in sl.state_dict()}, assign=True)
-        self._keep = tuple(j in blocks for j in range(1, deepest + 1))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out: dict[int, torch.Tensor] = {}
-        for j, (sl, keep) in enumerate(zip(self.slices, self._keep), start=1):
-            x = sl(x)
-            if keep:
-                out[j] = x
-        return [out[b] for b in self.blocks]
+            features = torchvision.models.vgg16().features
+        body = tap(features, {VGG16_BLOCK_NODES[b - 1]: f"block{b}" for b in sorted(blocks)})
+        assign_state(body, state_dict, "VGG16 features")
+        super().__init__(body, tuple(f"block{b}" for b in blocks))
+        self.blocks = blocks
 
 
-class ResNetTrunk(nn.Module):
-    """torchvision ResNet stem + ``layer1`` … ``layerK`` (eval-mode BatchNorm).
+class ResNetTrunk(Trunk):
+    """A torchvision ResNet tapped at ``layer1`` … ``layer4`` (eval-mode BatchNorm).
 
     forward: (B, 3, H, W) → list of the requested layers' outputs, in the order of ``layers``.
+    State-dict keys are torchvision's ("conv1.weight", "layer1.0.bn1.weight", …).
     """
 
     def __init__(self, backbone: str, state_dict: dict[str, torch.Tensor],
                  layers: tuple[str, ...]):
-        super().__init__()
-        self.layers = tuple(layers)
-        self.depth = max(int(n[-1]) for n in self.layers)
         with torch.device("meta"):  # structure only; weights are assigned below
             model = getattr(torchvision.models, backbone)()
-        # Same attribute names as torchvision, so the state dict's keys apply unchanged.
-        self.conv1, self.bn1, self.relu, self.maxpool = (model.conv1, model.bn1, model.relu,
-                                                         model.maxpool)
-        for i in range(1, self.depth + 1):
-            setattr(self, f"layer{i}", getattr(model, f"layer{i}"))
-        self.load_state_dict({k: state_dict[k] for k in self.state_dict()}, assign=True)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        out: dict[str, torch.Tensor] = {}
-        for i in range(1, self.depth + 1):
-            x = getattr(self, f"layer{i}")(x)
-            out[f"layer{i}"] = x
-        return [out[n] for n in self.layers]
+        body = tap(model, {n: n for n in layers})
+        assign_state(body, state_dict, f"torchvision {backbone}")
+        super().__init__(body, tuple(layers))
+        self.layers = tuple(layers)
 
 
 class FeatureExtractor(nn.Module):
     """Frozen backbone returning named feature maps of grayscale slices.
 
-    backbone  "vgg16" (default), "resnet18" or "wide_resnet50_2".
+    backbone  "vgg16" (default), "resnet18", "wide_resnet50_2", or "timm/<model>" for any
+              timm model with ``feature_info`` (e.g. "timm/wide_resnet50_2"; needs timm).
     layers    VGG16: "block1" … "block5" (default blocks 3-5, as paper §3.2);
-              ResNets: "layer1" … "layer4" (PatchCore/PaDiM use ("layer2", "layer3")).
-    weights   "imagenet", a state-dict path, or "random" (see :mod:`adbench.nn.weights`).
+              ResNets: "layer1" … "layer4" (PatchCore/PaDiM use ("layer2", "layer3"));
+              timm: the module names of the model's ``feature_info`` ("act1", "layer1", …).
+    weights   "imagenet", a state-dict path, or "random" (see :mod:`adbench.nn.weights`;
+              timm: :mod:`adbench.nn.timm_backbones`).
     seed      seed of the random weights (only used with weights="random").
 
     ``forward(x)``: x (B, 1, H, W) in [-1, 1] → {layer: (B, C_l, H / s_l, W / s_l)}; the slice is
-    mapped [-1,1] → [0,1], repeated to 3 channels and ImageNet-normalised. ``aligned(x)``:
-    (B, sum C_l, h, w), all layers bilinearly resized to the first layer's grid.
+    mapped [-1,1] → [0,1], repeated to 3 channels and normalised with ImageNet's mean/std
+    (timm: the model's ``pretrained_cfg`` mean/std). ``aligned(x)``: (B, sum C_l, h, w), all
+    layers bilinearly resized to the first layer's grid.
     ``weights_info`` is the provenance dict of the weights. Parameters are frozen and the
     module stays in eval mode (``train()`` is a no-op) so BatchNorm statistics never move.
     """
@@ -162,24 +194,40 @@ class FeatureExtractor(nn.Module):
                  layers: tuple[str, ...] = ("block3", "block4", "block5"),
                  weights: str = "imagenet", seed: int = 0):
         super().__init__()
-        if backbone not in LAYERS:
-            raise ValueError(f"backbone: got {backbone!r}; expected one of {', '.join(BACKBONES)}")
+        problem = backbone_error(backbone)
+        if problem:
+            raise ValueError(problem)
         layers = (layers,) if isinstance(layers, str) else tuple(layers)
-        valid = LAYERS[backbone]
+        if backbone.startswith(TIMM_PREFIX):
+            from adbench.nn import timm_backbones  # timm is imported only when asked for
+
+            structure = timm_backbones.structure(backbone)
+            valid = tuple(structure.feature_layers())
+        else:
+            valid = LAYERS[backbone]
         bad = [n for n in layers if n not in valid]
         if not layers or bad or len(set(layers)) != len(layers):
             raise ValueError(f"layers for backbone {backbone!r}: got {layers}; expected distinct "
                              f"names from {valid}")
-        state, self.weights_info = resolve_backbone(backbone, weights, seed=seed)
         self.backbone, self.layers = backbone, layers
-        idx = [valid.index(n) for n in layers]
-        self.channels = {n: CHANNELS[backbone][i] for n, i in zip(layers, idx)}
-        self.strides = {n: STRIDES[backbone][i] for n, i in zip(layers, idx)}
-        self.to_rgb = GrayToRGB.imagenet()
-        if backbone == "vgg16":
-            self.trunk: nn.Module = VGG16Trunk(state, tuple(i + 1 for i in idx))
+        if backbone.startswith(TIMM_PREFIX):
+            info = structure.feature_layers()
+            model, self.weights_info = timm_backbones.resolve(structure, weights, seed=seed)
+            self.channels = {n: info[n][0] for n in layers}
+            self.strides = {n: info[n][1] for n in layers}
+            mean, std = structure.mean_std()
+            self.to_rgb = GrayToRGB.normalize(mean, std)
+            self.trunk: nn.Module = timm_backbones.TimmTrunk(model, layers)
         else:
-            self.trunk = ResNetTrunk(backbone, state, layers)
+            state, self.weights_info = resolve_backbone(backbone, weights, seed=seed)
+            idx = [valid.index(n) for n in layers]
+            self.channels = {n: CHANNELS[backbone][i] for n, i in zip(layers, idx)}
+            self.strides = {n: STRIDES[backbone][i] for n, i in zip(layers, idx)}
+            self.to_rgb = GrayToRGB.imagenet()
+            if backbone == "vgg16":
+                self.trunk = VGG16Trunk(state, tuple(i + 1 for i in idx))
+            else:
+                self.trunk = ResNetTrunk(backbone, state, layers)
         self.requires_grad_(False)
         self.eval()
 

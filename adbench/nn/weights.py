@@ -37,7 +37,8 @@ from adbench.errors import WeightsError
 from adbench.io import file_sha256
 
 __all__ = ["WeightsError", "resolve_vgg16", "resolve_backbone", "torchvision_cache_file",
-           "file_sha256", "is_offline", "env_var", "BACKBONES", "VGG16_FEATURE_SHAPES"]
+           "file_sha256", "is_offline", "env_var", "read_state_file", "BACKBONES",
+           "VGG16_FEATURE_SHAPES"]
 
 
 _BUILDERS: dict[str, tuple[Callable[[], torch.nn.Module], object]] = {
@@ -131,7 +132,8 @@ def resolve_backbone(name: str, weights: str | None = "imagenet", *,
 
 def _check_name(name: str) -> None:
     if name not in _BUILDERS:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)} "
+                         f"(timm/<model> backbones resolve in adbench.nn.timm_backbones)")
 
 
 def _provenance(name: str, source: str, path: Path) -> dict:
@@ -168,13 +170,16 @@ def _resolve_imagenet(name: str) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _missing_message(name: str, cache: Path, why: str) -> str:
     var = env_var(name)
-    key = "the config key `vgg16_weights`" if name == "vgg16" else "the method's `weights` option"
+    # The perceptual score (runner.weights) is always VGG16; other backbones back methods only.
+    keys = ("the config key `weights` (`--set weights=PATH` for a method, "
+            "`--set runner.weights=PATH` for the shared perceptual score)" if name == "vgg16"
+            else "the method's config key `weights` (`--set weights=PATH`)")
     msg = (f"ImageNet {name} weights not found: torchvision's cache file {str(cache)!r} does not "
            f"exist, {var} is not set, and {why}. Provide them in one of two ways: "
-           f"(1) set the environment variable {var} or {key} to the path of a "
-           f"{name} state-dict file; or (2) place torchvision's {cache.name} "
-           f"(from {_BUILDERS[name][1].url}) in {str(cache.parent)!r} (set TORCH_HOME to use "
-           f"another cache folder).")
+           f"(1) point adbench at a {name} state-dict file: the `--weights PATH` flag of "
+           f"`adbench run`, {keys}, or the environment variable {var}; or (2) place "
+           f"torchvision's {cache.name} (from {_BUILDERS[name][1].url}) in "
+           f"{str(cache.parent)!r} (set TORCH_HOME to use another cache folder).")
     if name != "vgg16":
         msg += (f" No offline ImageNet {name} weights ship with adbench or its dependencies on "
                 f"this machine, so offline this backbone needs a file you provide.")
@@ -183,7 +188,8 @@ def _missing_message(name: str, cache: Path, why: str) -> str:
     return msg
 
 
-def _read_file(path: Path) -> object:
+def read_state_file(path: Path) -> object:
+    """The object saved in a weights file: ``torch.load(weights_only=True)`` or safetensors."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -204,7 +210,7 @@ def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _load_checked(name: str, path: Path) -> dict[str, torch.Tensor]:
-    sd = _read_file(path)
+    sd = read_state_file(path)
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

@@ -18,7 +18,7 @@ import torch
 
 from adbench import Context, Detector, Prediction, SliceSet
 from adbench.data.sampling import index_batches, spread_subset
-from adbench.nn.extractor import Backbone, check_fingerprint, extractor_state, make_extractor
+from adbench.nn.extractor import Backbone, check_extractor_state, extractor_state, make_extractor
 from adbench.params import Fraction, NonNegativeFloat, PositiveInt
 from adbench.nn.gaussian import GaussianAccumulator, mahalanobis
 from adbench.nn.maps import grid_to_map
@@ -29,7 +29,11 @@ __all__ = ["PaDiM"]
 class PaDiM(Detector):
     """PaDiM on a frozen backbone (VGG16 blocks 3-5 by default, as paper §3.2).
 
-    backbone, layers, weights  the feature extractor; weights "imagenet" | path | "random".
+    backbone, layers, weights  the frozen feature extractor (see
+                 :class:`adbench.nn.backbones.FeatureExtractor`):
+                 backbone "vgg16" | "resnet18" | "wide_resnet50_2" | "timm/<model>" (e.g.
+                 "timm/wide_resnet50_2" with layers ["layer2", "layer3"], as the PaDiM paper's
+                 WRN-50); weights "imagenet" | path | "random".
     batch_size   slices per forward pass.
     n_features   d, size of the random channel subset (100 for VGG16's 1280 channels; the
                  PaDiM paper used 100 for ResNet18 and 550 for WideResNet-50); None = all.
@@ -96,7 +100,7 @@ class PaDiM(Detector):
         self.mean_, self.inv_cov_ = mean.cpu(), inv.cpu()
         self._device_stats = None
         self.grid_ = grid
-        self._fingerprint = extractor_state(ext, self.extractor_seed_)["extractor.fingerprint"]
+        self._extractor_state = extractor_state(ext, self.extractor_seed_)
         ctx.log.info("PaDiM: %d slices, %d positions x %d channels, inverse covariances %.1f MB",
                      acc.n, grid[0] * grid[1], d, self.inv_cov_.numel() * 4 / 2**20)
 
@@ -119,8 +123,7 @@ class PaDiM(Detector):
     def _state_dict(self) -> dict[str, torch.Tensor]:
         return {"channel_index": self.channel_index_, "mean": self.mean_,
                 "inv_cov": self.inv_cov_, "grid": torch.tensor(self.grid_, dtype=torch.int64),
-                "extractor.seed": torch.tensor(self.extractor_seed_, dtype=torch.int64),
-                "extractor.fingerprint": self._fingerprint}
+                **self._extractor_state}
 
     def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         need = {"channel_index", "mean", "inv_cov", "grid", "extractor.seed",
@@ -135,5 +138,6 @@ class PaDiM(Detector):
         self.inv_cov_ = state["inv_cov"].float().cpu()
         self.grid_ = tuple(int(v) for v in state["grid"])
         self.extractor_seed_ = int(state["extractor.seed"])
-        self._fingerprint = state["extractor.fingerprint"].to(torch.float64)
-        check_fingerprint(self._extractor("cpu"), self._fingerprint, "PaDiM", self.weights)
+        saved = {k: v for k, v in state.items() if k.startswith("extractor.")}
+        check_extractor_state(self._extractor("cpu"), saved, "PaDiM", self.weights)
+        self._extractor_state = saved  # saved again as loaded

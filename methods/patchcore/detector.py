@@ -23,7 +23,7 @@ from adbench.data.sampling import index_batches, spread_subset
 from adbench.methods.patchcore.knn import KNN_BACKENDS, nearest_distances
 from adbench.methods.patchcore.memory_bank import build_memory_bank
 from adbench.methods.patchcore.patch_features import keep_mask, locally_aware
-from adbench.nn.extractor import Backbone, check_fingerprint, extractor_state, make_extractor
+from adbench.nn.extractor import Backbone, check_extractor_state, extractor_state, make_extractor
 from adbench.params import NonNegativeFloat, NonNegativeInt, PositiveInt, Range
 from adbench.nn.maps import grid_to_map
 
@@ -33,8 +33,11 @@ __all__ = ["PatchCore"]
 class PatchCore(Detector):
     """PatchCore on a frozen backbone (VGG16 blocks 3-5 by default, as paper §3.2).
 
-    backbone, layers, weights  the feature extractor (:class:`adbench.nn.backbones.FeatureExtractor`);
-                               weights "imagenet" | path | "random".
+    backbone, layers, weights  the frozen feature extractor (see
+                     :class:`adbench.nn.backbones.FeatureExtractor`):
+                     backbone "vgg16" | "resnet18" | "wide_resnet50_2" | "timm/<model>" (e.g.
+                     "timm/wide_resnet50_2" with layers ["layer2", "layer3"], PatchCore §4.1);
+                     weights "imagenet" | path | "random".
     batch_size       slices per forward pass (fit and predict).
     coreset_ratio    bank size as a fraction of the candidate patches (PatchCore: 0.1 or 0.01).
     max_bank_size    upper bound on the bank size (None: ratio only). The bank takes
@@ -128,7 +131,7 @@ class PatchCore(Detector):
         self.memory_bank_ = bank
         self.grid_ = grid
         self.bank_info_ = info
-        self._fingerprint = extractor_state(ext, self.extractor_seed_)["extractor.fingerprint"]
+        self._extractor_state = extractor_state(ext, self.extractor_seed_)
         ctx.log.info("PatchCore: %d candidate patches, pool %d, bank %d x %d (%.1f MB)%s",
                      info["n_patches"], info["n_pool"], bank.shape[0], bank.shape[1],
                      bank.numel() * 4 / 2**20, ", pool reduced per batch" if info["pool_reduced"]
@@ -162,8 +165,7 @@ class PatchCore(Detector):
     def _state_dict(self) -> dict[str, torch.Tensor]:
         return {"memory_bank": self.memory_bank_,
                 "grid": torch.tensor(self.grid_, dtype=torch.int64),
-                "extractor.seed": torch.tensor(self.extractor_seed_, dtype=torch.int64),
-                "extractor.fingerprint": self._fingerprint}
+                **self._extractor_state}
 
     def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = {"memory_bank", "grid", "extractor.seed", "extractor.fingerprint"} - set(state)
@@ -175,5 +177,6 @@ class PatchCore(Detector):
         self.memory_bank_ = state["memory_bank"].float().cpu()
         self.grid_ = tuple(int(v) for v in state["grid"])
         self.extractor_seed_ = int(state["extractor.seed"])
-        self._fingerprint = state["extractor.fingerprint"].to(torch.float64)
-        check_fingerprint(self._extractor("cpu"), self._fingerprint, "PatchCore", self.weights)
+        saved = {k: v for k, v in state.items() if k.startswith("extractor.")}
+        check_extractor_state(self._extractor("cpu"), saved, "PatchCore", self.weights)
+        self._extractor_state = saved  # saved again as loaded

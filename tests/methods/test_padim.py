@@ -74,3 +74,48 @@ def test_padim_rejects_bad_n_features_and_is_registered():
     spec = get_registry().method("padim")
     assert spec.kind == "feature" and {"smoke", "default", "paper"} <= set(spec.presets)
     assert set(spec.default_config) == set(PaDiM._param_names())
+
+
+# -- a timm backbone ----------------------------------------------------------------------
+TIMM = {"backbone": "timm/resnet18", "layers": ("layer2", "layer3"), "batch_size": 3,
+        "n_features": 20}
+
+
+@pytest.fixture(scope="module")
+def timm_fitted():
+    pytest.importorskip("timm")
+    train = healthy_slices(6, seed=0)
+    return PaDiM(weights="random", **TIMM).fit(train, Context(seed=4))
+
+
+def test_padim_on_a_timm_backbone_fits_predicts_and_round_trips(timm_fitted, tmp_path):
+    from adbench.io import load_tensors, save_tensors, tensor_json
+
+    det = timm_fitted
+    x, _ = with_blob(healthy_slices(2, seed=1).images)
+    pred = det.predict(x)
+    assert pred.maps.shape == (2, H, W) and torch.isfinite(pred.maps).all()
+    assert det.grid_ == (8, 8) and det.mean_.shape == (64, 20)       # layer2 of 64x64: 8x8
+    assert int(det.channel_index_.max()) < 128 + 256
+    assert det.weights_info_ == {"backbone": "timm/resnet18", "source": "random", "path": None,
+                                 "sha256": None, "seed": 4}
+    state = det.state_dict()
+    assert tensor_json(state["extractor.backbone"]) == "timm/resnet18"
+    save_tensors(tmp_path / "state.pt", state)
+    det2 = PaDiM(**det.get_params()).load_state_dict(load_tensors(tmp_path / "state.pt"))
+    torch.testing.assert_close(det2.predict(x).maps, pred.maps, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="fitted with backbone 'timm/resnet18'.*'resnet18'"):
+        PaDiM(**{**det.get_params(), "backbone": "resnet18"}).load_state_dict(state)
+
+
+def test_padim_timm_weights_file_gives_the_random_runs_maps(timm_fitted, tmp_path):
+    import timm
+
+    with torch.random.fork_rng(devices=[]):   # the random run's weights: seed = ctx.seed
+        torch.manual_seed(4)
+        torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    det = PaDiM(weights=str(tmp_path / "r18.pth"), **TIMM).fit(healthy_slices(6, seed=0),
+                                                               Context(seed=4))
+    assert det.weights_info_["source"] == "path"
+    x = healthy_slices(2, seed=2).images
+    torch.testing.assert_close(det.predict(x).maps, timm_fitted.predict(x).maps, rtol=0, atol=0)

@@ -126,3 +126,48 @@ def test_patchcore_plugin_is_registered_with_its_presets():
     spec = get_registry().method("patchcore")
     assert spec.kind == "feature" and {"smoke", "default", "paper"} <= set(spec.presets)
     assert set(spec.default_config) == set(PatchCore._param_names())
+
+
+# -- a timm backbone ----------------------------------------------------------------------
+TIMM = {"backbone": "timm/resnet18", "layers": ("layer2", "layer3"), "batch_size": 4,
+        "coreset_ratio": 0.25, "max_bank_size": None}
+
+
+@pytest.fixture(scope="module")
+def timm_fitted():
+    pytest.importorskip("timm")
+    return PatchCore(weights="random", **TIMM).fit(healthy_slices(6, seed=0), Context(seed=3))
+
+
+def test_patchcore_on_a_timm_backbone_fits_predicts_and_round_trips(timm_fitted, tmp_path):
+    from adbench.io import load_tensors, save_tensors, tensor_json
+
+    det = timm_fitted
+    x = healthy_slices(2, seed=2).images
+    pred = det.predict(x)
+    assert pred.maps.shape == (2, H, W) and torch.isfinite(pred.maps).all()
+    assert det.grid_ == (8, 8) and det.memory_bank_.shape[1] == 128 + 256
+    assert det.weights_info_["backbone"] == "timm/resnet18"
+    state = det.state_dict()
+    assert tensor_json(state["extractor.backbone"]) == "timm/resnet18"
+    save_tensors(tmp_path / "state.pt", state)
+    det2 = PatchCore(**det.get_params()).load_state_dict(load_tensors(tmp_path / "state.pt"))
+    torch.testing.assert_close(det2.predict(x).maps, pred.maps, rtol=0, atol=0)
+    assert set(det2.state_dict()) == set(state)
+    other = {**det.get_params(), "backbone": "timm/resnet34"}
+    with pytest.raises(ValueError, match="fitted with backbone 'timm/resnet18'"):
+        PatchCore(**other).load_state_dict(state)
+
+
+def test_patchcore_timm_weights_file_gives_the_random_runs_maps(timm_fitted, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng(devices=[]):   # the random run's weights: seed = ctx.seed
+        torch.manual_seed(3)
+        save_file(timm.create_model("resnet18").state_dict(), str(tmp_path / "r18.safetensors"))
+    det = PatchCore(weights=str(tmp_path / "r18.safetensors"), **TIMM)
+    det.fit(healthy_slices(6, seed=0), Context(seed=3))
+    x = healthy_slices(2, seed=2).images
+    torch.testing.assert_close(det.predict(x).maps, timm_fitted.predict(x).maps, rtol=0, atol=0)
+    assert det.weights_info_["source"] == "path" and len(det.weights_info_["sha256"]) == 64

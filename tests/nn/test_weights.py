@@ -70,7 +70,7 @@ def test_offline_without_weights_names_the_cache_file_and_both_ways():
     msg = str(e.value)
     assert isinstance(e.value, FileNotFoundError)
     assert str(cache_file()) in msg and W.torchvision_cache_file("vgg16") == cache_file()
-    assert "ADBENCH_VGG16_WEIGHTS" in msg and "vgg16_weights" in msg
+    assert "ADBENCH_VGG16_WEIGHTS" in msg and "`--weights PATH`" in msg
     assert "vgg16-397923af.pth" in msg and str(cache_file().parent) in msg
     assert "random" in msg
     with pytest.raises(WeightsError):
@@ -85,6 +85,45 @@ def test_offline_resnets_say_no_weights_are_available(name, file):
     msg = str(e.value)
     assert str(Path(torch.hub.get_dir()) / "checkpoints" / file) in msg
     assert W.env_var(name) in msg and f"No offline ImageNet {name} weights" in msg
+
+
+def _named_keys(msg: str) -> tuple[set[str], set[str]]:
+    """(flags, config keys) a message names in backticks: `--weights PATH`, `--set K=V`,
+    `runner.K`, `K`; command names (`adbench run`) are skipped."""
+    import re
+
+    flags, keys = set(), set()
+    for tok in re.findall(r"`([^`]+)`", msg):
+        if tok.startswith("--set "):
+            keys.add(tok[len("--set "):].split("=", 1)[0])
+        elif tok.startswith("--"):
+            flags.add(tok.split()[0])
+        elif not tok.startswith("adbench "):
+            keys.add(tok)
+    return flags, keys
+
+
+@pytest.mark.parametrize("name", W.BACKBONES)
+def test_missing_weights_message_names_only_real_flags_and_config_keys(name):
+    """The ways the message offers exist: the --weights flag of `adbench run`, the config key
+    `weights` of padim / patchcore / scrps or the runner, and ADBENCH_<NAME>_WEIGHTS."""
+    from adbench.config import RUNNER_DEFAULTS
+    from adbench.plugins import get_registry
+
+    with pytest.raises(WeightsError) as e:
+        resolve_backbone(name, "imagenet")
+    msg = str(e.value)
+    flags, keys = _named_keys(msg)
+    assert "--weights" in flags and "weights" in keys and W.env_var(name) in msg
+    assert flags <= {"--weights"}
+    reg = get_registry()
+    method_keys = set().union(*(reg.method(m).default_config for m in ("padim", "patchcore",
+                                                                       "scrps")))
+    real = method_keys | {f"runner.{k}" for k in RUNNER_DEFAULTS}
+    assert keys <= real, f"message names keys that do not exist: {sorted(keys - real)}"
+    assert "vgg16_weights" not in msg
+    if name == "vgg16":  # the shared perceptual score is VGG16: its runner key is named too
+        assert "runner.weights" in keys
 
 
 def test_unknown_backbone_lists_the_valid_ones():
