@@ -38,7 +38,8 @@ def _add_run(sub) -> None:
     p.add_argument("--weights", default=None,
                    help="VGG16 weights for the perceptual score and VGG-based methods: imagenet "
                         "(torchvision cache or $ADBENCH_VGG16_WEIGHTS; the default), a state-dict path, "
-                        "or random (the smoke preset's choice)")
+                        "or random (the smoke preset's choice). Sets runner.weights; a method with "
+                        "another backbone (backbone=timm/<model>) takes its own --set weights=...")
     p.add_argument("--strict", action="store_true", help="a bad subject stops the run instead of being skipped")
     p.add_argument("--print-config", action="store_true",
                    help="print the fully resolved config as YAML (a --config file) and exit, "
