@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["init_distributed", "dist_info", "all_reduce_mean", "sync_grads", "broadcast_modules",
+           "broadcast_buffers",
            "barrier"]
 
 
@@ -70,6 +71,17 @@ def broadcast_modules(modules: list[nn.Module]) -> None:
     for m in modules:
         for t in list(m.parameters()) + list(m.buffers()):
             dist.broadcast(t.data, src=0)
+
+
+def broadcast_buffers(modules: list[nn.Module]) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank, as DDP's
+    ``broadcast_buffers=True`` does before each forward: each rank updates them from its own
+    shard of the batch, and without this the ranks' models drift apart."""
+    if dist_info()[1] <= 1:
+        return
+    for m in modules:
+        for b in m.buffers():
+            dist.broadcast(b.data, src=0)
 
 
 def barrier() -> None:

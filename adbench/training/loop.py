@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import barrier, broadcast_modules, dist_info, sync_grads
+from .distributed import barrier, broadcast_buffers, broadcast_modules, dist_info, sync_grads
 from .records import LossLog, save_grid
 from .streams import RandomStreams
 
@@ -285,6 +285,7 @@ def train(task: TrainingTask, images: torch.Tensor, settings: LoopSettings, work
             loss.backward()
             sync_grads(list(phase.modules))
             opt.step()
+        broadcast_buffers(list(modules.values()))
         done = it + 1
         for e in emas:
             e.update(done * batch, batch)
