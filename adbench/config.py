@@ -18,28 +18,32 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any
+from typing import Annotated, Any, Literal, Sequence
 
 import yaml
 
 from adbench.data.preprocess import PreprocessConfig
 from adbench.errors import ConfigError
+from adbench.params import PositiveInt, Range, check_config, signature_defaults
 from adbench.plugins import UnknownNameError
 
 __all__ = ["ConfigError", "RUNNER_DEFAULTS", "RUNNER_HELP", "RUNNER_PRESETS", "PREPROCESS_PRESETS", "parse_sets",
-           "merge_section", "load_config_file", "preprocess_config", "check_device"]
+           "merge_section", "load_config_file", "preprocess_config", "check_device",
+           "runner_settings", "check_runner_config", "runner_config"]
 
 
-RUNNER_DEFAULTS: dict[str, Any] = {
-    "weights": "imagenet",
-    "batch_size": 16,
-    "localisation": "perceptual",
-    "perceptual_blocks": [3, 4, 5],
-    "max_test_volumes": None,
-    "max_train_volumes": None,
-    "write_maps": True,
-    "figures": True,
-}
+def runner_settings(weights: str = "imagenet", batch_size: PositiveInt = 16,
+                    localisation: Literal["perceptual", "native"] = "perceptual",
+                    perceptual_blocks: Sequence[Annotated[int, Range(1, 5)]] = (3, 4, 5),
+                    max_test_volumes: PositiveInt | None = None,
+                    max_train_volumes: PositiveInt | None = None,
+                    write_maps: bool = True, figures: bool = True) -> None:
+    """The ``runner`` section, declared once as a signature (like a method's constructor):
+    the defaults are :data:`RUNNER_DEFAULTS`, the hints the types and ranges that
+    :func:`check_runner_config` enforces (meanings: :data:`RUNNER_HELP`)."""
+
+
+RUNNER_DEFAULTS: dict[str, Any] = signature_defaults(runner_settings, "runner")
 
 #: One line per runner key, shown by ``adbench config runner`` (a test keeps the keys equal).
 RUNNER_HELP: dict[str, str] = {
@@ -150,6 +154,20 @@ def _check_keys(what: str, layer: dict[str, Any], valid: dict[str, Any]) -> None
                               f"{', '.join(sorted(valid)) or '(none)'}")
 
 
+def check_runner_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (a merged runner section) when every value has the type and range of
+    :func:`runner_settings`; else a ConfigError naming the key, the value and what is
+    expected (e.g. ``runner.batch_size=-1``), raised before any run folder exists."""
+    check_config(runner_settings, cfg, "runner")
+    return cfg
+
+
+def runner_config(preset: str | None, *layers: dict[str, Any]) -> dict[str, Any]:
+    """Runner defaults ← :data:`RUNNER_PRESETS` [preset] ← layers, validated."""
+    return check_runner_config(merge_section("runner", RUNNER_DEFAULTS, RUNNER_PRESETS, preset,
+                                             *layers))
+
+
 def preprocess_defaults() -> dict[str, Any]:
     return PreprocessConfig().to_dict()
 
@@ -159,8 +177,10 @@ def preprocess_config(preset: str | None, *layers: dict[str, Any]) -> Preprocess
     cfg = merge_section("preprocess", preprocess_defaults(), PREPROCESS_PRESETS, preset, *layers)
     try:
         return PreprocessConfig.from_dict(cfg)
+    except ConfigError:
+        raise
     except (KeyError, ValueError, TypeError) as exc:   # bad values: same error type as bad keys
-        raise ConfigError(str(exc).strip("'\"")) from None
+        raise ConfigError(str(exc.args[0] if exc.args else exc)) from None
 
 
 def check_device(device: str) -> str:

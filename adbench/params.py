@@ -27,7 +27,8 @@ from typing import Annotated, Any, Callable, Literal
 from adbench.errors import ConfigError, PluginError
 
 __all__ = ["Range", "PositiveInt", "NonNegativeInt", "PositiveFloat", "NonNegativeFloat",
-           "Fraction", "signature_defaults", "check_config", "describe", "key_help", "key_types"]
+           "Fraction", "signature_defaults", "check_config", "check_value", "describe", "key_help",
+           "key_types"]
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,14 @@ def check_config(factory: Callable, config: dict[str, Any], what: str) -> None:
         if not _accepts(hint, value):
             raise ConfigError(f"{what} config key {key!r}: got {value!r} "
                               f"({type(value).__name__}), expected {describe(hint)}")
+
+
+def check_value(hint: Any, value: Any, what: str, key: str) -> None:
+    """One value against a type hint, with :func:`check_config`'s message: for a key
+    checked again where it is used (a dataset built without ``adbench run``)."""
+    if not _accepts(hint, value):
+        raise ConfigError(f"{what} config key {key!r}: got {value!r} "
+                          f"({type(value).__name__}), expected {describe(hint)}")
 
 
 # -- documentation of the keys (``adbench config``) -----------------------------------------

@@ -2,8 +2,10 @@
 
 Built-ins and third-party plugins come through the same path (``pyproject.toml`` of
 adbench registers its own methods and datasets as entry points). A plugin that fails to
-import is recorded with its error and listed by ``adbench list``; it does not break the
-others. Two plugins providing the same name is an error naming both distributions.
+import (whatever it raises, ``SystemExit`` included) or that implements a hook adbench does
+not define is recorded with its error and listed by ``adbench list``; it does not break the
+others. A name provided by two plugins is disabled, and only that name: asking for it is an
+error naming both distributions, and ``adbench list`` shows the clash.
 """
 from __future__ import annotations
 
@@ -117,9 +119,21 @@ class Provided:
 
 @dataclass
 class Registry:
+    """What the plugins provide.
+
+    methods, datasets  name → the spec and where it came from.
+    broken             what ``adbench list`` reports as failed: plugin name → error text,
+                       and ``"method 'NAME'"`` / ``"dataset 'NAME'"`` → the clash message
+                       for a name that several plugins provide.
+    clashes            "method"/"dataset" → {name: clash message}: names disabled because
+                       several plugins provide them.
+    """
+
     methods: dict[str, Provided] = field(default_factory=dict)
     datasets: dict[str, Provided] = field(default_factory=dict)
-    broken: dict[str, str] = field(default_factory=dict)   # plugin → error text
+    broken: dict[str, str] = field(default_factory=dict)
+    clashes: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"method": {}, "dataset": {}})
     pm: pluggy.PluginManager | None = None
 
     def method(self, name: str) -> MethodSpec:
@@ -131,6 +145,8 @@ class Registry:
     def _get(self, table: dict[str, Provided], name: str, what: str) -> Provided:
         if name in table:
             return table[name]
+        if name in self.clashes.get(what, {}):
+            raise PluginError(self.clashes[what][name])
         valid = sorted(table)
         close = difflib.get_close_matches(name, valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -172,7 +188,9 @@ def build_registry(entry_points: Iterable[md.EntryPoint] | None = None,
     """Load every plugin and collect its specs.
 
     ``extra_plugins`` are (name, module-or-object, distribution label) triples registered
-    directly; tests use it. Entry points that fail to import are recorded in ``broken``.
+    directly; tests use it. A plugin that fails to import, implements an unknown hook or
+    whose hook raises is recorded in ``broken``; a name several plugins provide is
+    recorded in ``clashes`` (and ``broken``) and left out. Neither stops the others.
     """
     pm = pluggy.PluginManager("adbench")
     pm.add_hookspecs(hookspecs)
@@ -180,38 +198,70 @@ def build_registry(entry_points: Iterable[md.EntryPoint] | None = None,
     origin: dict[int, tuple[str, str]] = {}
 
     eps = list(_entry_points() if entry_points is None else entry_points)
+    loaded: list[tuple[str, Any, str, str]] = []   # (name, plugin, distribution, where)
     for ep in eps:
         try:
             obj = ep.load()
-            pm.register(obj, name=ep.name)
-        except Exception as exc:  # a broken plugin must not break the others
+        # SystemExit too: a plugin calling sys.exit() at import must not end the CLI
+        # (KeyboardInterrupt still does).
+        except (Exception, SystemExit) as exc:
             reg.broken[ep.name] = (f"{type(exc).__name__}: {exc} "
                                    f"[{ep.value}, from {_dist_label(ep)}]")
             continue
-        origin[id(obj)] = (ep.name, _dist_label(ep))
-    for name, obj, dist in extra_plugins:
-        pm.register(obj, name=name)
+        loaded.append((ep.name, obj, _dist_label(ep), f" [{ep.value}, from {_dist_label(ep)}]"))
+    loaded += [(name, obj, dist, f" [from {dist}]") for name, obj, dist in extra_plugins]
+    for name, obj, dist, where in loaded:
+        try:
+            pm.register(obj, name=name)
+        except Exception as exc:  # a hook whose arguments do not match its spec, a taken name
+            reg.broken[name] = f"{type(exc).__name__}: {exc}{where}"
+            continue
+        unknown = _unknown_hooks(pm, obj)
+        if unknown:  # what pm.check_pending() would raise for everyone, kept to this plugin
+            pm.unregister(obj)
+            reg.broken[name] = f"implements unknown hook(s) {', '.join(unknown)}{where}; " \
+                               f"adbench's hooks are {', '.join(_HOOK_NAMES)}"
+            continue
         origin[id(obj)] = (name, dist)
     pm.check_pending()
 
     for hook, table, what in ((pm.hook.adbench_methods, reg.methods, "method"),
                               (pm.hook.adbench_datasets, reg.datasets, "dataset")):
+        offers: dict[str, list[Provided]] = {}
         for impl in hook.get_hookimpls():
             plugin_name, dist = origin.get(id(impl.plugin), (impl.plugin_name, "unknown distribution"))
             try:
                 specs = impl.function() or []
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 reg.broken[plugin_name] = f"{type(exc).__name__} in {impl.function.__name__}: {exc}"
                 continue
             for spec in specs:
-                prev = table.get(spec.name)
-                if prev is not None:
-                    raise PluginError(
-                        f"{what} name {spec.name!r} is provided twice: by plugin {prev.plugin!r} "
-                        f"({prev.distribution}) and by plugin {plugin_name!r} ({dist}). "
-                        f"Uninstall one of the two distributions or rename the {what}.")
-                table[spec.name] = Provided(spec, plugin_name, dist)
+                offers.setdefault(spec.name, []).append(Provided(spec, plugin_name, dist))
+        for name in sorted(offers):
+            providers = offers[name]
+            if len(providers) == 1:
+                table[name] = providers[0]
+                continue
+            msg = _clash_message(what, name, providers)
+            reg.clashes[what][name] = msg
+            reg.broken[f"{what} {name!r}"] = msg
     return reg
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """Hooks ``plugin`` implements that adbench has no spec for (a misspelt name)."""
+    return sorted(c.name for c in (pm.get_hookcallers(plugin) or []) if not c.has_spec())
+
+
+_HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("adbench_"))
+
+
+def _clash_message(what: str, name: str, providers: list[Provided]) -> str:
+    by = [f"plugin {p.plugin!r} ({p.distribution})" for p in providers]
+    times = "twice" if len(by) == 2 else f"{len(by)} times"
+    return (f"{what} name {name!r} is provided {times}: by {', '.join(by[:-1])} and by {by[-1]}; "
+            f"it is disabled until only one provides it. Uninstall all but one of these "
+            f"distributions or rename the {what}.")
 
 
 _REGISTRY: Registry | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adbench.data.validate import NIFTI_FILE, not_a_file, os_error_reason
 from adbench.data.volume import DataError
 
 __all__ = ["load_nifti", "nifti_suffix", "strip_nifti_suffix"]
@@ -46,12 +47,16 @@ def load_nifti(path: str | Path, *, what: str = "image") -> tuple[np.ndarray, np
     Returns ``(data (X, Y, Z), affine (4, 4) float64)``. A 4-D file whose fourth axis has
     length 1 (a common export artefact) is squeezed to 3-D; a genuine series raises.
 
-    Raises :class:`DataError` naming ``path`` when the file is missing, unreadable or
-    truncated, not 3-D, has non-finite voxels or a singular/non-finite affine.
+    Raises :class:`DataError` naming ``path`` when the file is missing, a directory,
+    unreadable (permissions, I/O error) or truncated, not 3-D, has non-finite voxels or a
+    singular/non-finite affine.
     """
     import nibabel as nib
 
     path = Path(path)
+    odd = not_a_file(path, NIFTI_FILE)
+    if odd is not None:
+        raise DataError(odd)
     if not path.is_file():
         raise DataError(f"{path}: {what} file does not exist; check the dataset folder "
                         f"(or the pattern/mapping that names this file)")
@@ -59,6 +64,10 @@ def load_nifti(path: str | Path, *, what: str = "image") -> tuple[np.ndarray, np
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises EOFError, zlib.error, ImageFileError, OSError ...
+        if isinstance(exc, OSError) and exc.errno is not None:
+            # the system refused (permissions, I/O): not a damaged file (BadGzipFile, an
+            # OSError too, has no errno)
+            raise DataError(os_error_reason(exc, path)) from exc
         raise DataError(
             f"{path}: cannot read the {what} ({type(exc).__name__}: {exc}); the file is "
             f"truncated or not a NIfTI. Re-extract or re-download it, or remove the subject"

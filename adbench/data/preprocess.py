@@ -25,7 +25,7 @@ and are cheap, so they run at load time.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -34,6 +34,16 @@ import torch.nn.functional as F
 
 from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES
 from adbench.data.volume import DataError, Volume
+from adbench.errors import ConfigError
+from adbench.params import Fraction, NonNegativeInt, Range, check_config
+
+#: Smallest slice side the config accepts: a floor against 0 or negative sizes (a division
+#: by zero deep in the crop), not a model requirement; a method that needs more (VGG16's
+#: five poolings) checks its own minimum.
+MIN_SLICE_SIDE = 8
+SliceSide = Annotated[int, Range(MIN_SLICE_SIDE)]
+SliceRule = Literal[SLICE_RULES]
+AtLeastTwo = Annotated[int, Range(2)]
 
 __all__ = ["PreprocessConfig", "Preprocessed", "to_ras", "brain_box", "resample_axial",
            "equalize", "HistogramReference", "normalize",
@@ -55,28 +65,33 @@ class PreprocessConfig:
     slices_test          slice rule of test volumes ("lesion": the paper's protocol).
     """
 
-    size: tuple[int, int] = (160, 128)     # (H, W) of every slice
-    margin: int = 2                        # voxels added around the brain's bounding box
+    size: tuple[SliceSide, SliceSide] = (160, 128)  # (H, W) of every slice, each >= 8
+    margin: NonNegativeInt = 2             # voxels added around the brain's bounding box
     equalize: bool = True                  # step 4
-    nbins: int = 256                       # histogram bins for equalisation
+    nbins: AtLeastTwo = 256                # histogram bins for equalisation
     match: bool = True                     # step 5
-    n_quantiles: int = 256                 # resolution of the matching reference
-    min_brain_fraction: float = MIN_BRAIN_FRACTION  # "brain" slice rule: brain / slice pixels
-    slices_train: str = "brain"            # slice rule for training volumes
-    slices_test: str = "lesion"            # slice rule for test volumes (paper protocol)
+    n_quantiles: AtLeastTwo = 256          # resolution of the matching reference
+    min_brain_fraction: Fraction = MIN_BRAIN_FRACTION  # "brain" rule: brain / slice pixels
+    slices_train: SliceRule = "brain"      # slice rule for training volumes
+    slices_test: SliceRule = "lesion"      # slice rule for test volumes (paper protocol)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
+        """The config from a mapping, every value checked against the field's type and range
+        (a ConfigError naming the key, the value and what is expected)."""
         d = dict(d)
         valid = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - valid
         if unknown:
             raise KeyError(f"unknown preprocessing key(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        key, size = "size", d.get("size")
+        if key in d and (not isinstance(size, (list, tuple)) or len(size) != 2):  # hints: no length
+            raise ConfigError(f"preprocess config key {key!r}: got {size!r}, expected [H, W]: "
+                              f"two ints >= {MIN_SLICE_SIDE} (the paper: --set "
+                              f"preprocess.size=[160,128])")
+        check_config(cls, d, "preprocess")
         if "size" in d:
             d["size"] = tuple(int(v) for v in d["size"])
-        for rule_key in ("slices_train", "slices_test"):
-            if rule_key in d and d[rule_key] not in SLICE_RULES:
-                raise ValueError(f"preprocess.{rule_key}={d[rule_key]!r}: expected one of {SLICE_RULES}")
         return cls(**d)
 
     def to_dict(self) -> dict:

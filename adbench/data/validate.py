@@ -6,6 +6,7 @@ skipped (or made fatal by ``--strict``) instead of crashing a run halfway.
 """
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -14,7 +15,8 @@ import numpy as np
 from adbench.data.volume import DataError, Volume
 
 __all__ = ["AFFINE_ATOL", "problem", "require_data_root", "check_same_grid", "labels_to_mask",
-           "check_not_empty", "split_duplicates", "validate_volume"]
+           "check_not_empty", "split_duplicates", "validate_volume", "not_a_file",
+           "os_error_reason", "NIFTI_FILE"]
 
 #: Largest difference (mm, per affine entry) tolerated between an image's affine and the
 #: affine of its masks. Real releases differ by float32 rounding of sform vs qform (1e-5);
@@ -25,6 +27,48 @@ AFFINE_ATOL = 1e-3
 def problem(subject: str, path: str | Path, reason: str) -> dict[str, str]:
     """A listing problem as ``Dataset.problems`` returns it (api: subject, path, reason)."""
     return {"subject": str(subject), "path": str(path), "reason": reason}
+
+
+#: What a reader expects where it finds a directory instead of an image or mask.
+NIFTI_FILE = "a NIfTI file"
+
+
+def not_a_file(path: str | Path, expected: str = NIFTI_FILE) -> str | None:
+    """Why ``path`` cannot be read as a file, or None when it is one (or does not exist:
+    the caller says what is missing). A directory named like an image is the usual case:
+    "<path> is a directory; expected a NIfTI file"."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return f"{p} is a directory; expected {expected}"
+        if p.exists() and not p.is_file():
+            return f"{p} is not a regular file (a device, socket or pipe); expected {expected}"
+    except OSError as exc:  # e.g. a parent folder this user may not enter
+        return os_error_reason(exc, p)
+    return None
+
+
+#: Advice per errno for files a subject is read from.
+_OS_ADVICE = {
+    errno.EACCES: "this user may not read it: fix its permissions (e.g. chmod a+r, and a+x on "
+                  "its folders) or its owner, or remove the subject",
+    errno.EPERM: "this user may not read it: fix its permissions or owner, or remove the subject",
+    errno.EISDIR: "a directory is where a file was expected: put the file there or remove the "
+                  "subject",
+    errno.EIO: "the disk or network share reported an I/O error: check the storage, copy the "
+               "file again, or remove the subject",
+}
+
+
+def os_error_reason(exc: OSError, path: str | Path | None = None) -> str:
+    """A subject's skip reason for an OSError met while reading its files: the file, the
+    system's message and what to do, e.g. "/d/s1_t1.nii.gz: cannot read (Permission denied,
+    errno 13); this user may not read it: ..."."""
+    where = exc.filename if exc.filename is not None else (path if path is not None else "")
+    what = exc.strerror or str(exc) or type(exc).__name__
+    code = f", errno {exc.errno}" if exc.errno is not None else ""
+    advice = _OS_ADVICE.get(exc.errno, "check the file and the storage, or remove the subject")
+    return f"{where}: cannot read ({what}{code}); {advice}"
 
 
 def listed_entry(found: dict[str, Any], problems: list[dict], subject: str, *, dataset: str,

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from adbench.data.dataset import ListedDataset
+from adbench.data.dataset import ListedDataset, SubjectLimit
 from adbench.data.nifti import load_nifti
 from adbench.data.validate import (AFFINE_ATOL, check_not_empty, check_same_grid, labels_to_mask,
-                                   listed_entry, problem, require_data_root, split_duplicates)
+                                   listed_entry, not_a_file, problem, require_data_root,
+                                   split_duplicates)
 from adbench.data.volume import DataError, Volume
 
 __all__ = ["ATLAS2", "mni152_brain_mask"]
@@ -107,7 +108,7 @@ class ATLAS2(ListedDataset):
 
     def __init__(self, data_root: str | None = None, brain_mask: str = "mni152",
                  lesion_labels: list[int] | None = None, label_values: list[int] = [0, 1],
-                 max_subjects: int | None = None):
+                 max_subjects: SubjectLimit = None):
         self.data_root = data_root
         self.brain_mask = brain_mask
         self.lesion_labels = lesion_labels
@@ -127,16 +128,26 @@ class ATLAS2(ListedDataset):
         if self._scan is not None:
             return self._scan
         tdir = self.training_dir()
-        entries, problems = [], []
+        entries, odd = [], []
         for t1 in sorted(tdir.glob(f"*/sub-*/ses-*/anat/*{_T1_SUFFIX}")):
             prefix = t1.name[: -len(_T1_SUFFIX)]
             m = _PREFIX_RE.match(prefix)
             sid = prefix if m is None else (m[1] if m[2] == "ses-1" else prefix)
-            entries.append((sid, t1))
+            why = not_a_file(t1)
+            if why is not None:
+                odd.append(problem(sid, t1, why))
+            else:
+                entries.append((sid, t1))
         kept, problems = split_duplicates(entries)
+        problems = odd + problems
         found: dict[str, tuple[Path, Path]] = {}
         for sid, t1 in kept.items():
             mask = t1.with_name(t1.name[: -len(_T1_SUFFIX)] + _MASK_SUFFIX)
+            odd_files = [(f, why) for f in (mask, self._brain_path(sid, t1))
+                         if f is not None and (why := not_a_file(f)) is not None]
+            if odd_files:  # e.g. a directory named like the mask
+                problems.append(problem(sid, *odd_files[0]))
+                continue
             if not mask.is_file():
                 problems.append(problem(sid, mask, f"lesion mask {mask.name} not found beside "
                                                    f"{t1.name}; the subject cannot be evaluated"))

@@ -23,17 +23,18 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from adbench.data.dataset import ListedDataset
+from adbench.data.dataset import ListedDataset, SubjectLimit
 from adbench.data.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
 from adbench.data.validate import (check_not_empty, check_same_grid, labels_to_mask, listed_entry,
-                                   problem, require_data_root)
+                                   not_a_file, os_error_reason, problem, require_data_root)
 from adbench.data.volume import DataError, Volume
 
 __all__ = ["BraTS2020", "MODALITIES", "BRATS_LABELS", "KNOWN_SEG_NAMES"]
 
-MODALITIES = ("t1", "t1ce", "t2", "flair")
+Modality = Literal["t1", "t1ce", "t2", "flair"]
+MODALITIES = get_args(Modality)
 BRATS_LABELS = (0, 1, 2, 4)
 #: Segmentations that the official BraTS2020 training release ships under another name than
 #: ``<id>_seg.nii[.gz]``: subject id -> the released file name (a gzipped copy of it is found
@@ -71,10 +72,10 @@ class BraTS2020(ListedDataset):
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in super().params().items() if k not in self._selection_keys}
 
-    def __init__(self, data_root: str | None = None, modality: str = "t1",
+    def __init__(self, data_root: str | None = None, modality: Modality = "t1",
                  lesion_labels: list[int] | None = None,
                  label_values: list[int] = list(BRATS_LABELS),
-                 seg_overrides: dict[str, str] | None = None, max_subjects: int | None = None):
+                 seg_overrides: dict[str, str] | None = None, max_subjects: SubjectLimit = None):
         self.data_root = data_root
         self.modality = modality
         self.lesion_labels = lesion_labels
@@ -111,17 +112,14 @@ class BraTS2020(ListedDataset):
         problems: list[dict] = []
         for sdir in sorted(p for p in tdir.iterdir() if p.is_dir() and _SUBJECT_RE.match(p.name)):
             sid = sdir.name
-            image = _find(sdir, f"{sid}_{self.modality}")
-            if image is None:
-                problems.append(problem(sid, sdir / f"{sid}_{self.modality}.nii.gz",
-                                        f"no {self.modality} image {sid}_{self.modality}.nii[.gz] "
-                                        f"in {sdir}; the subject is incomplete"))
-                continue
-            seg, why = self._seg_path(sid, sdir)
-            if seg is None:
-                problems.append(problem(sid, sdir, why))
-                continue
-            found[sid] = (image, seg)
+            try:
+                entry, bad = self._subject_files(sid, sdir)
+            except OSError as exc:  # a subject folder this user may not enter: that subject only
+                entry, bad = None, problem(sid, sdir, os_error_reason(exc, sdir))
+            if entry is None:
+                problems.append(bad)
+            else:
+                found[sid] = entry
         unknown = sorted(set(self.seg_overrides) - set(found) - {p["subject"] for p in problems})
         for sid in unknown:
             problems.append(problem(sid, tdir / sid, f"seg_overrides names subject {sid!r}, which "
@@ -129,10 +127,31 @@ class BraTS2020(ListedDataset):
         self._scan = (found, problems)
         return self._scan
 
+    def _subject_files(self, sid: str, sdir: Path) -> tuple[tuple[Path, Path] | None, dict]:
+        """((image, segmentation), {}) of one subject folder, or (None, the problem)."""
+        image = _find(sdir, f"{sid}_{self.modality}")
+        if image is None:
+            return None, problem(sid, sdir / f"{sid}_{self.modality}.nii.gz",
+                                 f"no {self.modality} image {sid}_{self.modality}.nii[.gz] "
+                                 f"in {sdir}; the subject is incomplete")
+        odd = not_a_file(image)
+        if odd is not None:
+            return None, problem(sid, image, odd)
+        seg, why = self._seg_path(sid, sdir)
+        if seg is None:
+            return None, problem(sid, sdir, why)
+        odd = not_a_file(seg)
+        if odd is not None:
+            return None, problem(sid, seg, odd)
+        return (image, seg), {}
+
     def _seg_path(self, sid: str, sdir: Path) -> tuple[Path | None, str]:
         if sid in self.seg_overrides:
             p = Path(self.seg_overrides[sid])
             p = p if p.is_absolute() else sdir / p
+            odd = not_a_file(p)
+            if odd is not None:
+                return None, f"seg_overrides maps {sid!r} to {p}, which cannot be used: {odd}"
             if not p.is_file():
                 return None, (f"seg_overrides maps {sid!r} to {p}, which does not exist; "
                               f"fix the mapping")
@@ -146,7 +165,8 @@ class BraTS2020(ListedDataset):
                 return seg, ""
         known = {f"{sid}_{m}" for m in MODALITIES}
         others = sorted(p.name for p in sdir.iterdir()
-                        if nifti_suffix(p.name) and strip_nifti_suffix(p.name) not in known)
+                        if nifti_suffix(p.name) and strip_nifti_suffix(p.name) not in known
+                        and p.is_file())
         if others:
             return None, (f"segmentation {sid}_seg.nii[.gz] not found in {sdir}; the folder has "
                           f"{', '.join(others)}, which looks like it (the BraTS2020 release "
@@ -224,6 +244,9 @@ class BraTS2020(ListedDataset):
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise DataError(f"{path}: cannot parse ({exc}); it is only metadata: fix or "
                                 f"delete it") from exc
+            except OSError as exc:
+                raise DataError(f"{os_error_reason(exc, path)} (it is only metadata: deleting "
+                                f"it is fine too)") from exc
             for row in rows:
                 sid = (row.get("BraTS_2020_subject_ID") or "").strip()
                 if not sid:
@@ -237,9 +260,10 @@ class BraTS2020(ListedDataset):
 
 
 def _find(folder: Path, stem: str) -> Path | None:
-    """``folder/stem.nii.gz`` or ``folder/stem.nii`` (the gzipped copy wins if both exist)."""
-    for suffix in (".nii.gz", ".nii"):
-        p = folder / f"{stem}{suffix}"
-        if p.is_file():
-            return p
-    return None
+    """``folder/stem.nii.gz`` or ``folder/stem.nii`` (the gzipped copy wins if both exist).
+
+    A file comes first; else whatever else has that name (a directory), which the caller
+    reports as such rather than as a missing file."""
+    cands = [folder / f"{stem}{suffix}" for suffix in (".nii.gz", ".nii")]
+    return (next((p for p in cands if p.is_file()), None)
+            or next((p for p in cands if p.exists()), None))

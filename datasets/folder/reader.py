@@ -29,10 +29,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from adbench.data.dataset import Dataset
+from adbench.data.dataset import Dataset, SubjectLimit, first_subjects
 from adbench.data.nifti import load_nifti, nifti_suffix, strip_nifti_suffix
 from adbench.data.validate import (check_not_empty, check_same_grid, labels_to_mask, listed_entry,
-                                   problem, require_data_root, split_duplicates)
+                                   not_a_file, os_error_reason, problem, require_data_root,
+                                   split_duplicates)
 from adbench.data.volume import DataError, Volume
 
 __all__ = ["NiftiFolder"]
@@ -72,7 +73,7 @@ class NiftiFolder(Dataset):
                  brain_pattern: str | None = None, manifest: str | None = None,
                  subject_regex: str | None = None, lesion_labels: list[int] | None = None,
                  label_values: list[int] | None = None, brain_threshold: float = 0.0,
-                 max_subjects: int | None = None):
+                 max_subjects: SubjectLimit = None):
         self.data_root = data_root
         self.train_pattern = train_pattern
         self.test_pattern = test_pattern
@@ -128,13 +129,19 @@ class NiftiFolder(Dataset):
         for split, pattern in (("train", self.train_pattern), ("test", self.test_pattern)):
             if not pattern:
                 continue
-            for img in sorted(p for p in root.glob(pattern) if p.is_file() and nifti_suffix(p.name)):
+            # a directory named like an image is listed (and reported), not silently passed over
+            for img in sorted(p for p in root.glob(pattern) if nifti_suffix(p.name)):
                 rel = img.relative_to(root).as_posix()
                 name = strip_nifti_suffix(img.name)
                 sid = self._subject_id(rel, name)
                 fields = {"name": name, "dir": img.parent.relative_to(root).as_posix(),
                           "subject": sid}
                 row: dict[str, Any] = {"subject": sid, "image": img, "split": split}
+                odd = not_a_file(img)
+                if odd is not None:
+                    row.update(missing=odd, missing_path=img)
+                    rows.append(row)
+                    continue
                 if split == "test":
                     if not self.mask_pattern:
                         raise DataError("dataset 'folder': test_pattern is set but mask_pattern "
@@ -152,6 +159,10 @@ class NiftiFolder(Dataset):
     def _match(self, root: Path, pattern: str, fields: dict, row: dict, what: str) -> Path | None:
         pat = pattern.format(**fields)
         hits = sorted(root.glob(pat))
+        if len(hits) == 1 and not_a_file(hits[0]) is not None:
+            row["missing"] = f"{not_a_file(hits[0])} (the {what}, pattern {pattern!r})"
+            row["missing_path"] = hits[0]
+            return None
         if len(hits) == 1:
             return hits[0]
         if not hits:
@@ -167,8 +178,11 @@ class NiftiFolder(Dataset):
         path = path if path.is_absolute() else self._root() / path
         if not path.is_file():
             raise DataError(f"dataset 'folder': manifest {path} does not exist")
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            table = list(csv.DictReader(f))
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                table = list(csv.DictReader(f))
+        except OSError as exc:
+            raise DataError(f"dataset 'folder': manifest {os_error_reason(exc, path)}") from exc
         if not table or not {"subject", "image"} <= set(table[0]):
             raise DataError(f"{path}: a manifest needs a header with columns subject,image "
                             f"(optional mask, brain, split); got {list(table[0]) if table else 'no rows'}")
@@ -191,7 +205,9 @@ class NiftiFolder(Dataset):
                 row["brain"] = path.parent / brain
             for key in ("image", "mask", "brain"):
                 if key in row and not Path(row[key]).is_file() and "missing" not in row:
-                    row["missing"] = f"manifest line {i}: {key} file {row[key]} does not exist"
+                    odd = not_a_file(row[key])
+                    row["missing"] = (f"{odd} (manifest line {i}, column {key})" if odd else
+                                      f"manifest line {i}: {key} file {row[key]} does not exist")
                     row["missing_path"] = row[key]
             rows.append(row)
         return rows, problems
@@ -199,7 +215,7 @@ class NiftiFolder(Dataset):
     def subjects(self, split: str) -> list[str]:
         self._check_split(split)
         ids = [s for s, r in self._listing()[0].items() if r["split"] == split]
-        return ids if self.max_subjects is None else ids[: int(self.max_subjects)]
+        return first_subjects(ids, self.max_subjects, dataset=self.name)
 
     def problems(self, split: str) -> list[dict[str, str]]:
         self._check_split(split)

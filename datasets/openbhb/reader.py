@@ -28,20 +28,23 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from adbench.data.dataset import Dataset
+from adbench.data.dataset import Dataset, SubjectLimit
 from adbench.data.nifti import load_nifti
-from adbench.data.validate import check_not_empty, listed_entry, require_data_root, split_duplicates
+from adbench.data.validate import (NIFTI_FILE, check_not_empty, listed_entry, not_a_file,
+                                   os_error_reason, problem, require_data_root, split_duplicates)
 from adbench.data.volume import DataError, Volume
+from adbench.params import check_value
 
 __all__ = ["OpenBHB", "FSL_MNI152_1MM_AFFINE", "TEMPLATE_NAME"]
 
 FSL_MNI152_1MM_AFFINE = np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
 TEMPLATE_NAME = "quasiraw_space-MNI152_desc-brain_T1w.nii.gz"
 _NPY_SUFFIX = "_preproc-quasiraw_T1w.npy"
+_NPY_FILE = "a .npy array file"
 _META_FILES = ("participants.tsv", "train.tsv", "val.tsv")
 _META_KEYS = ("age", "sex", "site", "siteXacq", "study", "split", "diagnosis")
 _EXPECTED = ("the OpenBHB folder (holding participants.tsv and the sub-*_preproc-quasiraw_T1w.npy "
@@ -72,8 +75,8 @@ class OpenBHB(Dataset):
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in super().params().items() if k not in self._selection_keys}
 
-    def __init__(self, data_root: str | None = None, form: str = "auto",
-                 n_subjects: int | None = 640, seed: int = 0, source_split: str | None = None,
+    def __init__(self, data_root: str | None = None, form: Literal["auto", "npy", "nifti"] = "auto",
+                 n_subjects: SubjectLimit = 640, seed: int = 0, source_split: str | None = None,
                  npy_affine: list[list[float]] | None = None, brain_threshold: float = 0.0):
         self.data_root = data_root
         self.form = form
@@ -109,14 +112,20 @@ class OpenBHB(Dataset):
         if self._scan is not None:
             return self._scan
         root = self._root()
-        form, files = self._files(root)
+        form, found = self._files(root)
         self.form_ = form
-        kept, problems = split_duplicates((p.name.split("_")[0], p) for p in files)
+        expected = _NPY_FILE if form == "npy" else NIFTI_FILE
+        # a directory named like a scan is that subject's problem, not a crash at hashing
+        odd = {p: why for p in found if (why := not_a_file(p, expected)) is not None}
+        kept, problems = split_duplicates((p.name.split("_")[0], p) for p in found if p not in odd)
+        problems = [problem(p.name.split("_")[0], p, why) for p, why in odd.items()] + problems
         meta = self._metadata()
         if self.source_split is not None:
             kept = {s: p for s, p in kept.items()
                     if str(meta.get(_bare(s), {}).get("split", "")) == self.source_split}
         ids = sorted(kept)
+        # checked here too: a dataset built directly (not by `adbench run`) must not draw -1
+        check_value(SubjectLimit, self.n_subjects, f"dataset {self.name!r}", "n_subjects")
         if self.n_subjects is not None and len(ids) > int(self.n_subjects):
             rng = np.random.default_rng(int(self.seed))
             pick = np.sort(rng.choice(len(ids), size=int(self.n_subjects), replace=False))
@@ -139,6 +148,9 @@ class OpenBHB(Dataset):
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise DataError(f"{path}: cannot parse as a tab-separated table ({exc}); fix "
                                 f"or delete it (it only provides metadata)") from exc
+            except OSError as exc:
+                raise DataError(f"{os_error_reason(exc, path)} (it only provides metadata: "
+                                f"deleting it is fine too)") from exc
             for row in rows:
                 pid = _bare(str(row.get("participant_id", "")).strip())
                 if not pid:
@@ -224,9 +236,14 @@ class OpenBHB(Dataset):
 
 def _load_npy(path: Path) -> np.ndarray:
     """(X, Y, Z) float32 from a quasi-raw array stored (1, 1, X, Y, Z)."""
+    odd = not_a_file(path, _NPY_FILE)
+    if odd is not None:
+        raise DataError(odd)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # truncated: ValueError (mmap length); not .npy: ValueError/OSError
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system refused: say so
+            raise DataError(os_error_reason(exc, path)) from exc
         raise DataError(f"{path}: cannot read the array ({type(exc).__name__}: {exc}); the file "
                         f"is truncated or not a .npy array. Re-download it or remove the "
                         f"subject") from exc
