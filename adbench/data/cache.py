@@ -1,17 +1,30 @@
 """From dataset plugins to preprocessed slices, with a per-subject cache.
 
 Steps 1–4 of :mod:`adbench.data.preprocess` are cached per subject under
-``$ADBENCH_CACHE/slices/<dataset>/``. The cache key of a subject is the hash of the
-preprocessing config, the dataset's parameters and the sha256 of every source file, so a
-changed or added file invalidates exactly its subject's entry. ``manifest.json`` beside the
-entries records, for each subject, its key and source-file hashes. File hashes are memoised
-by (path, size, mtime) so unchanged files are not re-read.
+``$ADBENCH_CACHE/slices/<dataset>/<subject>-<key>.npz``. The key identifies content, not
+places: it hashes the preprocessing config, the dataset's parameters other than where its
+files live (:data:`LOCATION_PARAMS`) and the sha256 of every source file in order. Moving or
+copying a dataset therefore reuses its entries, and a changed or added file invalidates
+exactly its subject's entry. Paths recorded in an entry's metadata (``image_path``…) are
+those of the files it was read from; on a hit they are replaced by the current ones.
+
+``manifest.json`` beside the entries records, for each subject, its last key, entry file and
+source-file hashes; ``file-hashes.json`` memoises file hashes by (path, size, mtime) so
+unchanged files are not re-read. Both are merged on write under a file lock
+(:func:`adbench.locking.update_json`), so concurrent runs on one cache keep every entry.
+
+Pruning: every read of an entry sets its access time to now (its mtime stays when it was
+built), so an entry was last used at the later of the two. ``adbench cache prune``
+(:func:`prune_cache`) removes entries unused for ``--older-than`` days (default 30),
+quarantined ``*.corrupt-*`` files, and temporary files that a killed write left behind.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,12 +35,31 @@ from tqdm.auto import tqdm
 from adbench.data.dataset import Dataset
 from adbench.data.preprocess import (HistogramReference, PreprocessConfig, Preprocessed, normalize,
                                      preprocess_volume)
+from adbench.data.validate import os_error_reason
 from adbench.data.volume import DataError, SliceSet
-from adbench.io import atomic_path, cache_dir, file_sha256, safe_filename, write_json
+from adbench.io import (CorruptCacheError, atomic_path, cache_dir, file_sha256, load_verified,
+                        quarantine, safe_filename)
+from adbench.locking import read_json, update_json
 
-__all__ = ["SliceCache", "iter_preprocessed", "to_slices", "finalize_image"]
+__all__ = ["SliceCache", "iter_preprocessed", "to_slices", "finalize_image", "prune_cache",
+           "LOCATION_PARAMS", "CACHE_VERSION"]
 
 log = logging.getLogger("adbench")
+
+#: bump when the key or the entry format changes; old entries are then left for prune
+CACHE_VERSION = 2
+#: dataset parameters that say where files are, not what they hold: left out of the key.
+#: A dataset adds its own with a ``location_params`` attribute; names ending in ``_root``,
+#: ``_dir`` or ``_path`` count too.
+LOCATION_PARAMS = frozenset({"data_root", "cache_dir", "manifest"})
+_LOCATION_SUFFIXES = ("_root", "_dir", "_path")
+
+
+def content_params(dataset: Dataset) -> dict[str, Any]:
+    """``dataset.params()`` without the parameters that only locate its files."""
+    skip = LOCATION_PARAMS | set(getattr(dataset, "location_params", ()))
+    return {k: v for k, v in dataset.params().items()
+            if k not in skip and not k.endswith(_LOCATION_SUFFIXES)}
 
 
 class SliceCache:
@@ -40,61 +72,82 @@ class SliceCache:
         self.root = Path(root) if root else cache_dir("slices", dataset_name)
         self.root.mkdir(parents=True, exist_ok=True)
         self._hash_index_path = self.root / "file-hashes.json"
-        self._hash_index: dict[str, str] = _read_json(self._hash_index_path)
+        self._hash_index: dict[str, str] = read_json(self._hash_index_path)
         self._manifest_path = self.root / "manifest.json"
-        self._manifest: dict[str, Any] = _read_json(self._manifest_path)
-        self._dirty = False
-        base = {"preprocess": cfg.to_dict(), "dataset": dataset.params(), "v": 1}
+        self._manifest: dict[str, Any] = read_json(self._manifest_path)
+        # what this process adds; flush() merges it into the files as they are then
+        self._new_hashes: dict[str, str] = {}
+        self._new_entries: dict[str, Any] = {}
+        base = {"preprocess": cfg.to_dict(), "dataset": content_params(dataset),
+                "v": CACHE_VERSION}
         self._base = json.dumps(base, sort_keys=True, default=str)
 
     def _file_hash(self, path: Path) -> str:
         st = path.stat()
         memo = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
         if memo not in self._hash_index:
-            self._hash_index[memo] = file_sha256(path)
-            self._dirty = True
+            self._hash_index[memo] = self._new_hashes[memo] = file_sha256(path)
         return self._hash_index[memo]
 
     def key(self, subject: str) -> tuple[str, dict[str, str]]:
+        """(key, {source path: sha256} in ``source_files`` order). The key hashes the
+        hashes in order, not the paths: the same bytes anywhere give the same key."""
         sources = {str(p): self._file_hash(Path(p)) for p in self.dataset.source_files(subject)}
-        h = hashlib.sha256((self._base + subject + json.dumps(sources, sort_keys=True)).encode())
-        return h.hexdigest()[:24], sources
+        blob = json.dumps([self._base, list(sources.values())])
+        return hashlib.sha256(blob.encode()).hexdigest()[:24], sources
+
+    def entry_path(self, subject: str, key: str) -> Path:
+        return self.root / f"{safe_filename(subject)}-{key}.npz"
 
     def get(self, subject: str) -> Preprocessed:
         key, sources = self.key(subject)
-        path = self.root / f"{safe_filename(subject)}-{key}.npz"
+        path = self.entry_path(subject, key)
+        pre = None
         if path.exists():
             try:
-                return _load_pre(path, subject)
-            except Exception:  # a damaged entry is rebuilt, never trusted
-                log.warning("slice cache entry %s is unreadable; rebuilding", path)
-        vol = self.dataset.load(subject)
-        pre = preprocess_volume(vol, self.cfg)
-        # The cache stores float16; round now so a fresh result equals a cached one exactly.
-        pre.image = pre.image.astype(np.float16).astype(np.float32)
-        _save_pre(path, pre)
-        self._manifest[subject] = {"key": key, "file": path.name, "sources": sources}
-        self._dirty = True
+                pre = load_verified(path, lambda p: _load_pre(p, subject, list(sources)))
+                _touch(path)
+            except FileNotFoundError:  # pruned by another process just now
+                pre = None
+            except CorruptCacheError as exc:  # a damaged entry is rebuilt, never trusted
+                quarantine(path, exc.reason, f"preprocessing {subject!r} again", log)
+        if pre is None:
+            vol = self.dataset.load(subject)
+            pre = preprocess_volume(vol, self.cfg)
+            # The cache stores float16; round now so a fresh result equals a cached one exactly.
+            pre.image = pre.image.astype(np.float16).astype(np.float32)
+            _save_pre(path, pre, list(sources))
+        entry = {"key": key, "file": path.name, "sources": sources}
+        if self._manifest.get(subject) != entry:
+            self._manifest[subject] = self._new_entries[subject] = entry
         return pre
 
     def flush(self) -> None:
-        if self._dirty:
-            write_json(self._hash_index_path, self._hash_index)
-            write_json(self._manifest_path, self._manifest)
-            self._dirty = False
+        """Merge this process's new file hashes and manifest entries into the files on disk
+        (under their locks: another run may have written them since they were read)."""
+        if self._new_hashes:
+            new = dict(self._new_hashes)
+            update_json(self._hash_index_path, lambda cur: cur.update(new))
+            self._new_hashes.clear()
+        if self._new_entries:
+            new = dict(self._new_entries)
+            self._manifest = update_json(self._manifest_path, lambda cur: cur.update(new))
+            self._new_entries.clear()
 
 
-
-def _read_json(path: Path) -> dict:
+def _touch(path: Path) -> None:
+    """Mark an entry as used now (what prune goes by) in its atime, set explicitly so that
+    noatime mounts do not matter; the mtime stays when it was built. A read-only cache stays
+    as it is."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+    except OSError:
+        pass
 
 
-def _save_pre(path: Path, pre: Preprocessed) -> None:
+def _save_pre(path: Path, pre: Preprocessed, sources: list[str]) -> None:
     arrays = {"image": pre.image.astype(np.float16), "brain": pre.brain, "affine": pre.affine,
-              "meta": np.frombuffer(json.dumps(pre.meta, default=str).encode(), dtype=np.uint8)}
+              "meta": _json_array(pre.meta), "sources": _json_array(sources)}
     if pre.lesion is not None:
         arrays["lesion"] = pre.lesion
     with atomic_path(path) as tmp:
@@ -102,12 +155,130 @@ def _save_pre(path: Path, pre: Preprocessed) -> None:
             np.savez(f, **arrays)
 
 
-def _load_pre(path: Path, subject: str) -> Preprocessed:
+def _json_array(obj: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj, default=str).encode(), dtype=np.uint8)
+
+
+def _load_pre(path: Path, subject: str, sources: list[str]) -> Preprocessed:
+    """An entry, its metadata's paths moved to ``sources`` (the same files by content and
+    order as those it was built from, maybe elsewhere: the key says so)."""
     with np.load(path, allow_pickle=False) as z:
         lesion = z["lesion"] if "lesion" in z.files else None
-        meta = json.loads(z["meta"].tobytes().decode()) if "meta" in z.files else {}
-        return Preprocessed(image=z["image"].astype(np.float32), brain=z["brain"], lesion=lesion,
-                            affine=z["affine"], subject_id=subject, meta=meta)
+        meta = json.loads(z["meta"].tobytes().decode())
+        built_from = json.loads(z["sources"].tobytes().decode())
+        pre = Preprocessed(image=z["image"].astype(np.float32), brain=z["brain"], lesion=lesion,
+                           affine=z["affine"], subject_id=subject, meta=meta)
+    if len(built_from) != len(sources):
+        raise ValueError(f"built from {len(built_from)} source files, the key has {len(sources)}")
+    pre.meta = _moved(meta, dict(zip(built_from, sources)))
+    return pre
+
+
+def _moved(obj: Any, where: dict[str, str]) -> Any:
+    if isinstance(obj, str):
+        return where.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: _moved(v, where) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_moved(v, where) for v in obj]
+    return obj
+
+
+# -- pruning -------------------------------------------------------------------------------
+#: a temporary file of a live atomic write is seconds old; one older than this was orphaned
+#: by a killed process
+TEMP_FILE_AGE_S = 3600.0
+
+
+def prune_cache(root: str | Path | None = None, *, older_than_days: float = 30.0,
+                dry_run: bool = False, now: float | None = None) -> list[dict[str, Any]]:
+    """Remove what the cache under ``root`` (default: ``$ADBENCH_CACHE``) no longer needs.
+
+    - slice-cache entries (``slices/<dataset>/*.npz``) neither built nor read for
+      ``older_than_days`` (every read sets an entry's atime; 0 removes every entry);
+    - quarantined files (``*.corrupt-*``, anywhere: never read again, kept only until a
+      prune so the damage can be looked at);
+    - temporary files of interrupted atomic writes (``.<name>.<random>.tmp…``) older than
+      :data:`TEMP_FILE_AGE_S`.
+    Then the manifests and hash indexes of the slice cache forget what is gone. An entry
+    removed while a run is about to read it is simply preprocessed again.
+
+    Returns one ``{"path", "bytes", "reason"}`` per file removed (with ``dry_run``: per file
+    that would be), in path order.
+    """
+    if not older_than_days >= 0:  # NaN too
+        raise ValueError(f"prune: older_than_days={older_than_days!r}: expected a number of "
+                         f"days >= 0 (0 removes every slice-cache entry)")
+    base = Path(root) if root is not None else cache_dir()
+    now = time.time() if now is None else float(now)
+    found: dict[Path, str] = {}
+    for dirpath, _dirs, files in os.walk(base):  # does not follow links out of the cache
+        for name in files:
+            path = Path(dirpath) / name
+            if ".corrupt-" in name:
+                found[path] = "quarantined (corrupt)"
+            elif (name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name)
+                  and now - _mtime(path) > TEMP_FILE_AGE_S):
+                found[path] = "temporary file left by an interrupted write"
+    slices = base / "slices"
+    datasets = sorted(d for d in slices.iterdir() if d.is_dir()) if slices.is_dir() else []
+    for d in datasets:
+        for path in d.glob("*.npz"):
+            age = now - _last_used(path)
+            if age > older_than_days * 86400:
+                found[path] = ("slice-cache entry unused for " + (f"{age / 86400:.1f} days"
+                               if age >= 86400 else f"{age / 3600:.1f} hours"))
+    removed = []
+    for path in sorted(found):
+        try:
+            size = path.stat().st_size
+            if not dry_run:
+                path.unlink()
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        removed.append({"path": str(path), "bytes": size, "reason": found[path]})
+    if not dry_run:
+        for d in datasets:
+            _forget_missing(d)
+    return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone: never "old"
+
+
+def _last_used(path: Path) -> float:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return float("inf")
+    return max(st.st_atime, st.st_mtime)
+
+
+def _forget_missing(folder: Path) -> None:
+    """Drop manifest entries whose file is gone, and hash memos of files that are gone or
+    changed (a memo is ``<path>:<size>:<mtime_ns>``)."""
+    if (folder / "manifest.json").exists():
+        def entries(cur: dict) -> dict:
+            return {s: e for s, e in cur.items()
+                    if isinstance(e, dict) and (folder / str(e.get("file", ""))).exists()}
+        update_json(folder / "manifest.json", entries)
+    if (folder / "file-hashes.json").exists():
+        def memos(cur: dict) -> dict:
+            keep = {}
+            for memo, sha in cur.items():
+                path, size, mtime = (memo.rsplit(":", 2) + ["", ""])[:3]
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if f"{st.st_size}:{st.st_mtime_ns}" == f"{size}:{mtime}":
+                    keep[memo] = sha
+            return keep
+        update_json(folder / "file-hashes.json", memos)
 
 
 def iter_preprocessed(dataset: Dataset, dataset_name: str, split: str, cfg: PreprocessConfig, *,
@@ -129,12 +300,17 @@ def iter_preprocessed(dataset: Dataset, dataset_name: str, split: str, cfg: Prep
                             leave=False):
             try:
                 pre = cache.get(subject)
-            except DataError as exc:
+            except (DataError, OSError) as exc:
+                # an OSError while hashing or reading (an I/O error, a folder the user cannot
+                # enter) is that subject's problem, like a corrupt file
+                reason = str(exc) if isinstance(exc, DataError) else os_error_reason(exc)
                 if strict:
-                    raise
+                    if isinstance(exc, DataError):
+                        raise
+                    raise DataError(f"{reason} (subject {subject!r}; --strict is on)") from exc
                 report.append({"subject": subject, "path": _first_source(dataset, subject),
-                               "reason": str(exc)})
-                log.warning("skipping %s: %s", subject, exc)
+                               "reason": reason})
+                log.warning("skipping %s: %s", subject, reason)
                 continue
             yield pre
     finally:

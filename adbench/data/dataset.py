@@ -14,8 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from adbench.data.volume import Volume
+from adbench.params import PositiveInt, check_value
 
-__all__ = ["Dataset", "ListedDataset"]
+__all__ = ["Dataset", "ListedDataset", "SubjectLimit", "first_subjects"]
+
+#: Type of a "keep only the first N subjects" key (``max_subjects``, OpenBHB's
+#: ``n_subjects``): None = all. Readers use it as the hint, so ``adbench run`` refuses 0 or
+#: -1 before any folder exists (a slice ``ids[:-1]`` would silently drop the last subject).
+SubjectLimit = PositiveInt | None
 
 
 class Dataset:
@@ -25,9 +31,15 @@ class Dataset:
     identifies the content of a split; the default hashes the subject list, the
     constructor parameters and each source file's size and modification time as reported
     by ``source_files``.
+
+    ``location_params``: names of constructor parameters that only say where files are
+    (beyond the default rule: ``data_root``, ``cache_dir``, ``manifest`` and names ending in
+    ``_root``, ``_dir`` or ``_path``). The slice cache leaves them out of its key, so the same
+    files read from another folder reuse their entries (:mod:`adbench.data.cache`).
     """
 
     name: str = "dataset"
+    location_params: tuple[str, ...] = ()
 
     def subjects(self, split: str) -> list[str]:  # pragma: no cover - abstract
         """Subject ids of ``split`` ("train": healthy volumes, "test": volumes with lesion
@@ -58,7 +70,11 @@ class Dataset:
         for s in self.subjects(split):
             h.update(s.encode())
             for f in self.source_files(s):
-                st = Path(f).stat()
+                try:
+                    st = Path(f).stat()
+                except OSError as exc:  # the run skips that subject; its state is still hashed
+                    h.update(f"{f}:{type(exc).__name__}:{exc.errno}".encode())
+                    continue
                 h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
@@ -82,9 +98,17 @@ class ListedDataset(Dataset):
     def subjects(self, split: str) -> list[str]:
         self._check_split(split)
         ids = list(self._listing()[0])
-        return ids if self.max_subjects is None else ids[: int(self.max_subjects)]
+        return first_subjects(ids, self.max_subjects, dataset=self.name)
 
     def problems(self, split: str) -> list[dict[str, str]]:
         self._check_split(split)
         return list(self._listing()[1])
 
+
+def first_subjects(ids: list[str], limit: Any, *, dataset: str, key: str = "max_subjects") -> list[str]:
+    """The first ``limit`` of ``ids`` (all when None); a limit that is not an int >= 1 is
+    a ConfigError naming the key, even for a dataset built directly (not by ``adbench run``)."""
+    if limit is None:
+        return ids
+    check_value(SubjectLimit, limit, f"dataset {dataset!r}", key)
+    return ids[:limit]

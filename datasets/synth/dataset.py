@@ -19,7 +19,7 @@ from typing import Any
 from adbench import DataError, Dataset, Volume
 from adbench.config import ConfigError
 from adbench.datasets.synth.generate import (SynthParams, cache_root, ensure_volumes, parse_subject,
-                                             read_volume, volume_path)
+                                             read_volume, reconcile_manifest, volume_path)
 
 __all__ = ["SynthDataset"]
 
@@ -115,9 +115,12 @@ class SynthDataset(Dataset):
     # -- generation ------------------------------------------------------------------------
     @property
     def root(self) -> Path:
-        """The cache folder of this configuration's content key."""
+        """The cache folder of this configuration's content key; its manifest is reconciled
+        with the files there on first use (a killed generation may have left them apart)."""
         if self._root is None:
-            self._root = cache_root(self._params, self.cache_dir)
+            root = cache_root(self._params, self.cache_dir)
+            reconcile_manifest(self._params, root)
+            self._root = root
         return self._root
 
     def prepare(self, progress: bool | None = None) -> list[str]:

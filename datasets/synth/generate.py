@@ -7,10 +7,13 @@ shifts the anatomy or the noise. That is what makes :func:`healthy_counterpart` 
 same volume without the lesion is identical outside the lesion mask.
 
 Cache layout (``cache_root``): ``<cache>/synth/<content key>/synth-<split>-<index>.npz`` plus
-``manifest.json``. The content key hashes everything that changes a volume's voxels (seed,
-spacing, lesion mix and size range, generator version, nilearn version) but not the counts:
-asking for more volumes later reuses the ones already there. Each file is written atomically
-as a zip with fixed timestamps, so the same seed gives byte-identical files.
+``manifest.json``: one entry per volume file on disk (its sha256 and lesion summary), updated
+under a file lock after every volume and reconciled with the folder whenever it is opened, so
+a killed generation, or two at once, leave it complete. The content key hashes everything
+that changes a volume's voxels (seed, spacing, lesion mix and size range, generator version,
+nilearn version) but not the counts: asking for more volumes later reuses the ones already
+there. Each file is written atomically as a zip with fixed timestamps, so the same seed gives
+byte-identical files.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, fields
@@ -28,11 +32,15 @@ import numpy as np
 
 from adbench.datasets.synth import anatomy, lesions
 from adbench.datasets.synth.template import load_template
-from adbench.io import atomic_path, cache_dir, write_json
+from adbench.datasets.synth.workers import worker_pool
+from adbench.io import atomic_path, cache_dir, file_sha256
+from adbench.locking import read_json, update_json
 
 __all__ = ["GENERATOR_VERSION", "SPLIT_CODE", "SynthParams", "Generated", "generate_volume",
            "healthy_counterpart", "subject_id", "parse_subject", "cache_root", "volume_path",
-           "write_volume", "read_volume", "ensure_volumes"]
+           "write_volume", "read_volume", "ensure_volumes", "reconcile_manifest"]
+
+log = logging.getLogger("adbench")
 
 GENERATOR_VERSION = 1
 SPLIT_CODE = {"train": 0, "test": 1}
@@ -256,11 +264,18 @@ def read_volume(path: Path) -> dict[str, Any]:
 
 def ensure_volumes(params: SynthParams, root: Path, subjects: Iterable[str], *,
                    progress: bool = False, workers: int | None = None) -> list[str]:
-    """Generate the ``subjects`` whose files are missing under ``root``; update the manifest.
+    """Generate the ``subjects`` whose files are missing under ``root``; keep the manifest
+    in step with the folder.
 
-    workers: processes (None: one per CPU core when at least 4 volumes are missing).
-    Returns the subjects generated now (empty when everything was cached).
+    workers: processes (None: one per CPU core when at least 4 volumes are missing). They end
+    with this process however it ends (:func:`adbench.datasets.synth.workers.worker_pool`).
+    Each finished volume enters the manifest at once, so an interruption loses only the
+    volumes in progress (their files are atomic, so they are simply absent), and the next
+    call fills in any file whose entry a kill prevented (:func:`reconcile_manifest`).
+    Returns the subjects that were missing (all generated now unless interrupted).
     """
+    root = Path(root)
+    reconcile_manifest(params, root)
     missing = [s for s in subjects if not volume_path(root, s).exists()]
     if not missing:
         return []
@@ -272,10 +287,9 @@ def ensure_volumes(params: SynthParams, root: Path, subjects: Iterable[str], *,
         from tqdm.auto import tqdm
         noun = "volume" if len(missing) == 1 else "volumes"
         bar = tqdm(total=len(missing), desc=f"synth: generating {len(missing)} {noun}", unit="vol")
-    written: dict[str, dict] = {}
 
     def done(sid: str, entry: dict) -> None:
-        written[sid] = entry
+        _record(params, root, {sid: entry})
         if bar is not None:
             bar.update(1)
 
@@ -285,20 +299,16 @@ def ensure_volumes(params: SynthParams, root: Path, subjects: Iterable[str], *,
                 done(*_make_volume(params, root, sid))
         else:
             # a volume is a pure function of (params, subject): the files are byte-identical
-            # whatever the number of processes; "spawn" keeps torch's threads out of the workers
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            # whatever the number of processes
+            from concurrent.futures import as_completed
 
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with worker_pool(workers) as pool:
                 for fut in as_completed([pool.submit(_make_volume, params, root, sid)
                                          for sid in missing]):
                     done(*fut.result())
-    finally:  # an interrupted generation keeps what it finished (each file is atomic)
+    finally:
         if bar is not None:
             bar.close()
-        if written:
-            _update_manifest(params, root, written)
     return missing
 
 
@@ -306,21 +316,93 @@ def _make_volume(params: SynthParams, root: Path, sid: str) -> tuple[str, dict]:
     """Generate and write one subject; its manifest entry."""
     split, index = parse_subject(sid)
     gen = generate_volume(params, split, index)
-    digest = write_volume(volume_path(root, sid), gen)
-    return sid, {"file": volume_path(root, sid).name, "sha256": digest,
-                 "lesion_type": gen.meta.get("lesion_type"),
-                 "lesion_diameter_mm": gen.meta.get("lesion_diameter_mm")}
+    path = volume_path(root, sid)
+    return sid, _entry(path, write_volume(path, gen), gen.meta)
 
 
-def _update_manifest(params: SynthParams, root: Path, written: dict[str, dict]) -> None:
-    path = Path(root) / "manifest.json"
-    volumes: dict[str, Any] = {}
-    if path.exists():
+# -- manifest -----------------------------------------------------------------------------
+def _entry(path: Path, digest: str, meta: dict[str, Any]) -> dict[str, Any]:
+    return {"file": Path(path).name, "sha256": digest, "lesion_type": meta.get("lesion_type"),
+            "lesion_diameter_mm": meta.get("lesion_diameter_mm")}
+
+
+def _manifest(params: SynthParams, volumes: dict[str, Any]) -> dict[str, Any]:
+    return {"dataset": "synth", "content": params.content(),
+            "volumes": dict(sorted(volumes.items()))}
+
+
+def _listed(obj: dict[str, Any]) -> dict[str, Any]:
+    vols = obj.get("volumes")
+    return dict(vols) if isinstance(vols, dict) else {}
+
+
+def _record(params: SynthParams, root: Path, written: dict[str, dict]) -> None:
+    """Merge ``written`` into the manifest under its lock (concurrent generations on one
+    cache each add their own volumes), dropping entries whose file is gone."""
+    def change(current: dict[str, Any]) -> dict[str, Any]:
+        volumes = {**_listed(current), **written}
+        return _manifest(params, {k: v for k, v in volumes.items()
+                                  if volume_path(root, k).exists()})
+
+    update_json(Path(root) / "manifest.json", change)
+
+
+def _volume_files(root: Path) -> dict[str, Path]:
+    out = {}
+    for p in Path(root).glob("synth-*.npz"):  # temporary files start with "." and are skipped
         try:
-            volumes = json.loads(path.read_text()).get("volumes", {})
-        except (OSError, ValueError):
-            volumes = {}   # rebuilt from what is on disk below
-    volumes.update(written)
-    volumes = {k: v for k, v in volumes.items() if volume_path(root, k).exists()}
-    write_json(path, {"dataset": "synth", "content": params.content(),
-                      "volumes": dict(sorted(volumes.items()))})
+            parse_subject(p.stem)
+        except ValueError:
+            continue
+        out[p.stem] = p
+    return out
+
+
+def reconcile_manifest(params: SynthParams, root: Path) -> None:
+    """Make ``root``'s manifest list exactly the volume files on disk.
+
+    A parent killed after a worker wrote a file but before it entered the manifest, or a file
+    deleted by hand, leaves the two apart; this adds an entry (sha256 and lesion summary read
+    from the file) for each unlisted file and drops entries without a file. Cheap when they
+    agree (one directory listing); files that cannot be read are left out and reported.
+    """
+    path = Path(root) / "manifest.json"
+    if not Path(root).is_dir():
+        return
+    if set(_listed(read_json(path))) == set(_volume_files(root)):
+        return
+    report: dict[str, list[str]] = {"added": [], "dropped": [], "unreadable": []}
+
+    def change(current: dict[str, Any]) -> dict[str, Any]:
+        files, listed = _volume_files(root), _listed(current)
+        report["dropped"] = sorted(set(listed) - set(files))
+        volumes = {k: v for k, v in listed.items() if k in files}
+        for sid in sorted(set(files) - set(listed)):
+            entry = _entry_from_file(files[sid])
+            if entry is None:
+                report["unreadable"].append(str(files[sid]))
+            else:
+                volumes[sid] = entry
+                report["added"].append(sid)
+        return _manifest(params, volumes)
+
+    try:
+        update_json(path, change)
+    except PermissionError as exc:  # a shared read-only cache: its files are still usable
+        log.warning("synth manifest %s does not match the files beside it and cannot be "
+                    "updated (%s); ask the cache's owner to open it once", path, exc)
+        return
+    log.info("synth manifest %s reconciled with the files on disk: %d added, %d dropped (no "
+             "file)", path, len(report["added"]), len(report["dropped"]))
+    for bad in report["unreadable"]:
+        log.warning("synth cache file %s is unreadable and is left out of the manifest; delete "
+                    "it and it will be generated again", bad)
+
+
+def _entry_from_file(path: Path) -> dict[str, Any] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:  # lazy: reads the meta member only
+            meta = json.loads(z["meta"].tobytes().decode())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    return _entry(path, file_sha256(path), meta)
