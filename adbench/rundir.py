@@ -3,6 +3,7 @@
 ``runs/<dataset>/<method>/<run-id>/`` holds, written in this order:
 
 ==================  =========================================================================
+``running.json``    while the run is in progress: the pid, host and start of its process
 ``config.yaml``     the fully resolved config, before any work
 ``log.txt``         the run's log
 ``model/``          ``model.json``: where the fitted model lives in the model cache
@@ -10,11 +11,15 @@
 ``figures/``        overlay and ROC curve
 ``per_volume.csv``  one row per test volume (floats in shortest round-trip form)
 ``summary.json``    last: its presence marks the run complete
-``error.txt``       instead of summary.json when the run failed: the traceback
+``error.txt``       instead of summary.json when the run failed: the traceback; its first
+                    line is "interrupted ..." when SIGINT or SIGTERM stopped it
 ==================  =========================================================================
 
 :class:`RunFolder` creates a fresh folder (never reused) and writes these files atomically;
 :func:`find_runs` and :func:`load_run` read them back and fail with the file name.
+:func:`run_state` tells the state of a folder without ``summary.json``: ``running``,
+``killed`` (its marker names a process that is gone), ``interrupted``, ``failed``, or
+``incomplete`` (no marker: stopped before markers existed).
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ import csv
 import io
 import json
 import math
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -34,12 +41,14 @@ from adbench.errors import RunDirError
 from adbench.evaluation.volume import ROW_KEYS
 from adbench.io import atomic_write, read_yaml, safe_filename, save_nifti, write_json, write_yaml
 
-__all__ = ["RunFolder", "RunRecord", "RunDirError", "load_run", "find_runs", "weights_key",
-           "definitions_key", "map_subjects", "load_map_volume", "write_run", "write_per_volume",
-           "read_per_volume", "PER_VOLUME_COLUMNS"]
+__all__ = ["RunFolder", "RunRecord", "RunDirError", "RunState", "load_run", "find_runs",
+           "run_state", "unfinished_runs", "weights_key", "definitions_key", "map_subjects",
+           "load_map_volume", "write_run", "write_per_volume", "read_per_volume",
+           "PER_VOLUME_COLUMNS"]
 
 CONFIG, LOG, PER_VOLUME, SUMMARY, ERROR = ("config.yaml", "log.txt", "per_volume.csv",
                                            "summary.json", "error.txt")
+RUNNING = "running.json"
 MAPS, FIGURES, MODEL = "maps", "figures", "model"
 SIDECARS = ("_image", "_brain", "_lesion")
 PER_VOLUME_COLUMNS = ("subject", *ROW_KEYS)
@@ -62,9 +71,11 @@ class RunFolder:
             d = base / (f"{stamp}-seed{seed}" + (f"-{i}" if i else ""))
             try:
                 d.mkdir()
-                return cls(d)
             except FileExistsError:
                 continue
+            folder = cls(d)
+            write_json(d / RUNNING, process_identity())
+            return folder
         raise RuntimeError(f"could not create a fresh run folder under {base}")
 
     @property
@@ -102,9 +113,20 @@ class RunFolder:
         """Last: its presence marks the run complete."""
         self.check_not_complete()
         write_json(self.path / SUMMARY, summary)
+        (self.path / RUNNING).unlink(missing_ok=True)
 
     def write_error(self, exc: BaseException) -> None:
-        atomic_write(self.path / ERROR, "".join(traceback.format_exception(exc)))
+        """``error.txt``: the traceback, under a first line "interrupted by SIGTERM ..." when
+        a signal stopped the run (SIGINT raises KeyboardInterrupt, SIGTERM the runner's
+        subclass of it)."""
+        text = "".join(traceback.format_exception(exc))
+        if isinstance(exc, KeyboardInterrupt):
+            how = str(exc) or "interrupted by SIGINT (Ctrl-C)"
+            text = (f"{how} at {time.strftime('%Y-%m-%d %H:%M:%S')}; the run is incomplete. "
+                    f"Run the same command again: a new run folder, and the model cache "
+                    f"resumes an interrupted fit.\n\n{text}")
+        atomic_write(self.path / ERROR, text)
+        (self.path / RUNNING).unlink(missing_ok=True)
 
 
 @dataclass
@@ -190,6 +212,102 @@ def find_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
                               "runs/<dataset>/<method>/<run-id>/ or a folder above such folders")
         found.update(dict.fromkeys(hits))
     return [load_run(p) for p in sorted(found)]
+
+
+# -- run state -------------------------------------------------------------------------------
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (Linux): with the pid, it tells a
+    process from a later one that got the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_identity() -> dict:
+    """What ``running.json`` records of this process."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "boot_id": _boot_id(),
+            "start_ticks": _start_ticks(pid), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _alive(marker: dict) -> bool | None:
+    """Whether the process a marker names still runs: None when it ran on another host."""
+    if marker.get("host") != socket.gethostname():
+        return None
+    if marker.get("boot_id") and _boot_id() and marker["boot_id"] != _boot_id():
+        return False  # the machine restarted since
+    pid = int(marker.get("pid", -1))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    ticks = _start_ticks(pid)
+    return not (marker.get("start_ticks") is not None and ticks is not None
+                and ticks != marker["start_ticks"])
+
+
+@dataclass
+class RunState:
+    """The state of one run folder: ``complete``, ``running``, ``killed``, ``interrupted``,
+    ``failed`` or ``incomplete``, and a one-line detail."""
+
+    path: Path
+    state: str
+    detail: str = ""
+
+
+def run_state(path: str | Path) -> RunState:
+    """Tell a finished, running, killed, interrupted or failed run folder apart."""
+    path = Path(path)
+    if (path / SUMMARY).is_file():
+        return RunState(path, "complete")
+    if (path / ERROR).is_file():
+        lines = [ln for ln in (path / ERROR).read_text(errors="replace").splitlines() if ln.strip()]
+        if lines and lines[0].startswith("interrupted"):
+            return RunState(path, "interrupted", lines[0].split(";")[0])
+        return RunState(path, "failed", lines[-1].strip() if lines else "empty error.txt")
+    if (path / RUNNING).is_file():
+        try:
+            marker = json.loads((path / RUNNING).read_text())
+            who = f"pid {marker['pid']} on {marker['host']}, started {marker.get('started', '?')}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return RunState(path, "killed", f"{RUNNING} is unreadable")
+        alive = _alive(marker)
+        if alive is None:
+            return RunState(path, "running", f"{who}; cannot check that host from here")
+        if alive:
+            return RunState(path, "running", who)
+        return RunState(path, "killed", f"{who}: that process is gone, and left no "
+                                        f"{SUMMARY} or {ERROR}")
+    return RunState(path, "incomplete", f"no {SUMMARY}, {ERROR} or {RUNNING} (killed, or "
+                                        f"written by an older adbench)")
+
+
+def unfinished_runs(paths: Iterable[str | Path]) -> list[RunState]:
+    """The state of every run folder at or below ``paths`` that has no summary.json (a folder
+    holding running.json, error.txt or config.yaml), sorted by path; missing paths are
+    skipped (:func:`find_runs` reports them)."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        for root, dirs, files in os.walk(p):
+            if SUMMARY in files or {RUNNING, ERROR, CONFIG} & set(files):
+                dirs[:] = []  # a run folder: its maps/ and figures/ hold no runs
+                if SUMMARY not in files:
+                    found.add(Path(root).resolve())
+    return [run_state(d) for d in sorted(found)]
 
 
 def _provenance_dicts(obj: Any, name: str = "") -> Iterator[tuple[str, dict]]:

@@ -2,14 +2,20 @@
 
 The flow (architecture §4–§5):
 
-1. resolve and validate the whole config, build the datasets and list their subjects —
-   all before anything is written, so a bad flag or path leaves no run folder behind;
-2. create ``<output>/<dataset>/<method>/<run-id>/`` (never reused) and write ``config.yaml``;
+1. resolve and validate the whole config, check every path flag, build the datasets and
+   list their subjects — all before anything is written, so a bad flag or path leaves no
+   run folder behind;
+2. create ``<output>/<dataset>/<method>/<run-id>/`` (never reused; a ``running.json`` marker
+   says which process owns it) and write ``config.yaml``; SIGTERM from here on unwinds like
+   Ctrl-C, so a stopped run leaves ``error.txt`` saying "interrupted";
 3. load the healthy training slices (preprocessed, cached per subject) and the
    histogram-matching reference;
-4. fit the detector, or load it from the model cache keyed by (method, config,
-   training-data fingerprint, preprocessing, seed); the cache folder is also the
-   detector's ``ctx.workdir``, so an interrupted fit resumes with the same command;
+4. fit the detector, or load it from the model cache keyed by (method, config, the
+   training set actually used: the sha256 of each used subject's source files and the
+   subjects skipped, preprocessing, seed); the cache folder is also the detector's
+   ``ctx.workdir``, so an interrupted fit resumes with the same command. A cached
+   ``state.pt`` that is unreadable is moved aside and the model fitted again, and a refit
+   says why (no model with these settings, or one fitted on other training data);
 5. stream the test volumes: predict the selected slices, score reconstructions with the
    shared perceptual score A_per, evaluate per volume, write NIfTI maps;
 6. write ``per_volume.csv`` and, last, ``summary.json`` — a run folder without
@@ -17,10 +23,12 @@ The flow (architecture §4–§5):
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
 import platform
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,21 +39,21 @@ import torch
 
 from adbench import __version__
 from adbench.config import (PREPROCESS_PRESETS, RUNNER_DEFAULTS, RUNNER_PRESETS, ConfigError,
-                            check_device, check_preset, load_config_file, merge_section, parse_sets,
-                            preprocess_config)
+                            check_device, check_preset, check_runner_config, load_config_file,
+                            merge_section, parse_sets, preprocess_config)
 from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
 from adbench.data.dataset import Dataset
 from adbench.data.preprocess import HistogramReference, PreprocessConfig
 from adbench.data.selection import select_slices
 from adbench.data.volume import DataError, SliceSet
 from adbench.detector import Context, Detector
-from adbench.io import (cache_dir, file_sha256, load_tensors, save_tensors, show_progress,
-                        write_json)
+from adbench.io import show_progress
+from adbench.model_cache import TrainingSet, fit_or_load, input_files, training_set
 from adbench.params import check_config
 from adbench.plugins import Registry, get_registry
 from adbench.rundir import RunFolder
 
-__all__ = ["RunSpec", "resolve", "load_split", "run"]
+__all__ = ["RunSpec", "TrainingSet", "Interrupted", "resolve", "load_split", "run", "execute"]
 
 log = logging.getLogger("adbench")
 
@@ -117,11 +125,11 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
 
     runner_cfg = merge_section("runner", RUNNER_DEFAULTS, RUNNER_PRESETS, preset, files["runner"], over["runner"],
                                {"weights": str(weights)} if weights is not None else {})
-    if runner_cfg["localisation"] not in ("perceptual", "native"):
-        raise ConfigError(f"runner.localisation={runner_cfg['localisation']!r}: expected 'perceptual' or 'native'")
+    check_runner_config(runner_cfg)   # types and ranges (runner.batch_size=-1), now
     method_cfg = merge_section(f"method {method!r}", mspec.default_config, mspec.presets, preset,
                                files["method"], over["method"])
-    if "weights" in method_cfg and "weights" not in files["method"] and "weights" not in over["method"]:
+    if ("weights" in method_cfg and "weights" not in files["method"]
+            and "weights" not in over["method"] and _inherits_weights(method_cfg, runner_cfg)):
         method_cfg["weights"] = runner_cfg["weights"]  # one weights choice for the whole run
     check_config(mspec.factory, method_cfg, f"method {method!r}")  # types and ranges, now
     for key in mspec.file_keys:
@@ -138,6 +146,9 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
         if "data_root" not in spec.default_config:
             raise ConfigError(f"{flag} was given but dataset {name!r} reads no data_root "
                               f"(its config keys: {', '.join(sorted(spec.default_config)) or '(none)'})")
+        if not Path(root).expanduser().is_dir():  # now, before a run folder exists
+            what = "is not a folder" if Path(root).expanduser().exists() else "does not exist"
+            raise ConfigError(f"{flag} {root}: {what}; pass the folder of dataset {name!r}")
         return {"data_root": str(root)}
 
     dataset_cfg = merge_section(f"dataset {dataset!r}", dspec.default_config, dspec.presets, preset,
@@ -152,6 +163,9 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
         train_cfg = merge_section(f"dataset {train_name!r}", tspec.default_config, tspec.presets, preset,
                                   files["train"], dataset_layer(tspec, train_name, train_root, "--train-root"),
                                   over["train"])
+    check_config(dspec.factory, dataset_cfg, f"dataset {dataset!r}")  # e.g. max_subjects=-1
+    if train_name != dataset:
+        check_config(tspec.factory, train_cfg, f"dataset {train_name!r}")
     pre = preprocess_config(preset, files["preprocess"], over["preprocess"])
     return RunSpec(method=method, dataset=dataset, train_on=train_name, preset=preset, seed=int(seed),
                    device=device, weights=str(runner_cfg["weights"]), strict=strict, method_config=method_cfg,
@@ -159,10 +173,21 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
                    runner=runner_cfg, registry=reg)
 
 
+def _inherits_weights(method_cfg: dict[str, Any], runner_cfg: dict[str, Any]) -> bool:
+    """Whether the method's ``weights`` follows ``runner.weights`` (``--weights``): always for
+    the named sources (imagenet, random); a file only when the method's backbone is the
+    VGG16 that the file is for (a timm or ResNet backbone keeps its own ``weights``)."""
+    if str(runner_cfg["weights"]) in ("imagenet", "random"):
+        return True
+    return str(method_cfg.get("backbone", "vgg16")) == "vgg16"
+
+
 # -- data ---------------------------------------------------------------------------------
 def _train_slices(ds: Dataset, name: str, cfg: PreprocessConfig, *, strict: bool, report: list,
                   progress: bool, limit: int | None, sources: dict | None = None,
-                  ) -> tuple[SliceSet, HistogramReference | None]:
+                  used: list | None = None) -> tuple[SliceSet, HistogramReference | None]:
+    """The training SliceSet and its histogram reference; ``used`` (when given) receives the
+    subjects whose slices are in it."""
     kept = []
     for pre in iter_preprocessed(ds, name, "train", cfg, strict=strict, report=report,
                                  progress=progress, limit=limit):
@@ -176,6 +201,8 @@ def _train_slices(ds: Dataset, name: str, cfg: PreprocessConfig, *, strict: bool
     if not kept:
         raise DataError(f"dataset {name!r}: no usable training volumes/slices "
                         f"({len(report)} skipped: {[r['reason'] for r in report][:3]})")
+    if used is not None:
+        used.extend(p.subject_id for p, _ in kept)
     reference = None
     if cfg.match:
         reference = HistogramReference.fit([(p.image[:, :, z], p.brain[:, :, z]) for p, z in kept],
@@ -220,47 +247,6 @@ def load_split(dataset: str, split: str, *, dataset_config: dict | None = None, 
 
 
 # -- the run ------------------------------------------------------------------------------
-def input_files(spec: RunSpec) -> dict[str, dict[str, str]]:
-    """key -> {"path", "sha256"} of the files the method's config names (``file_keys``)."""
-    mspec = (spec.registry or get_registry()).method(spec.method)
-    return {k: {"path": str(spec.method_config[k]), "sha256": file_sha256(spec.method_config[k])}
-            for k in mspec.file_keys if spec.method_config.get(k) is not None}
-
-
-def _model_key(spec: RunSpec, train_fp: str) -> str:
-    predict_only = set((spec.registry or get_registry()).method(spec.method).predict_keys)
-    fit_config = {k: v for k, v in spec.method_config.items() if k not in predict_only}
-    # a file enters the key by content, not by name
-    fit_config.update({k: f"sha256:{v['sha256']}" for k, v in input_files(spec).items()})
-    payload = json.dumps({"method": spec.method, "config": fit_config, "train": train_fp,
-                          "preprocess": spec.preprocess.to_dict(), "seed": spec.seed,
-                          "max_train_volumes": spec.runner["max_train_volumes"]},
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
-def _fit_or_load(detector: Detector, train: SliceSet, spec: RunSpec, train_fp: str, ctx: Context,
-                 folder: RunFolder) -> tuple[str, Path]:
-    key = _model_key(spec, train_fp)
-    mdir = cache_dir("models", spec.method, key)
-    state_path = mdir / "state.pt"
-    ctx.workdir = mdir / "work"
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    if state_path.exists():
-        log.info("reusing cached model %s", mdir)
-        detector.load_state_dict(load_tensors(state_path, map_location="cpu"))
-        status = "cached"
-    else:
-        log.info("fitting %s on %d training slices (model cache %s)", spec.method, len(train), mdir)
-        detector.fit(train, ctx)
-        write_json(mdir / "params.json", detector.get_params())
-        save_tensors(state_path, detector.state_dict())
-        status = "fitted"
-    folder.write_model({"cache_dir": str(mdir), "key": key, "status": status,
-                        "params": detector.get_params()})
-    return status, mdir
-
-
 def run(method: str, dataset: str, *, output: str | Path = "runs", quiet: bool = False,
         progress: bool | None = None, **kwargs: Any) -> Path:
     """Resolve, then execute one run; returns the run folder. kwargs go to :func:`resolve`."""
@@ -285,31 +271,81 @@ def execute(spec: RunSpec, *, output: str | Path = "runs", quiet: bool = False,
 
     test_ds = build(dspec, spec.dataset_config)
     train_ds = test_ds if spec.train_on == spec.dataset else build(tspec, spec.train_config)
-    test_subjects = test_ds.subjects("test")
-    if not test_subjects and not test_ds.problems("test"):
-        raise DataError(f"dataset {spec.dataset!r} lists no test subjects "
-                        f"(config {spec.dataset_config})")
+    # both listings now: a wrong root of either dataset fails before a run folder exists
+    for ds, name, split in ((test_ds, spec.dataset, "test"), (train_ds, spec.train_on, "train")):
+        if not ds.subjects(split) and not ds.problems(split):
+            cfg = spec.dataset_config if split == "test" else spec.train_config
+            raise DataError(f"dataset {name!r} lists no {split} subjects (config {cfg})")
 
-    folder = RunFolder.create(output, spec.dataset, spec.method, spec.seed)
-    run_dir = folder.path
-    config = spec.to_dict()
-    folder.write_config(config)
-    handler = logging.FileHandler(folder.log_file)
+    with _sigterm_interrupts():
+        folder = RunFolder.create(output, spec.dataset, spec.method, spec.seed)
+        run_dir = folder.path
+        handlers = []
+        try:
+            config = spec.to_dict()
+            folder.write_config(config)
+            handlers = _log_handlers(folder.log_file)
+            reg.run_started(run_dir=run_dir, config=config)
+            summary = _execute(spec, folder, test_ds, train_ds, progress=progress)
+            reg.run_finished(run_dir=run_dir, summary=summary)
+            return run_dir
+        except BaseException as exc:
+            folder.write_error(exc)
+            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            log.error("run %s: %s", how, exc or type(exc).__name__)
+            raise
+        finally:
+            for h in handlers:
+                log.removeHandler(h)
+                h.close()
+
+
+def _log_handlers(log_file: Path) -> list[logging.Handler]:
+    """The run's log file, and warnings on stderr when nothing else shows them: with a
+    handler on the logger, Python no longer prints warnings through its last-resort handler,
+    so a damaged cache file moved aside would otherwise be mentioned only in log.txt."""
+    handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
+    out = [handler]
+    if not logging.getLogger().handlers:  # `adbench -v` and pytest configure the root logger
+        warn = logging.StreamHandler(sys.stderr)
+        warn.addFilter(lambda r: r.levelno == logging.WARNING)  # errors: the CLI prints them
+        warn.setFormatter(logging.Formatter("adbench: warning: %(message)s"))
+        out.append(warn)
+    for h in out:
+        log.addHandler(h)
     log.setLevel(logging.INFO)
+    return out
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM during a run. A KeyboardInterrupt, so it unwinds like Ctrl-C: the run folder
+    gets ``error.txt`` ("interrupted") and the command line exits as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises :class:`Interrupted` in the main thread while the block runs (once: a
+    second SIGTERM gets the previous handler, so a stuck clean-up can still be stopped)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.SIG_DFL if previous is None else previous  # set outside Python
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, previous)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, handler)
     try:
-        reg.run_started(run_dir=run_dir, config=config)
-        summary = _execute(spec, folder, test_ds, train_ds, progress=progress)
-        reg.run_finished(run_dir=run_dir, summary=summary)
-        return run_dir
-    except BaseException as exc:
-        folder.write_error(exc)
-        log.error("run failed: %s", exc)
-        raise
+        yield
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Dataset, *,
@@ -319,19 +355,21 @@ def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Datas
     timings: dict[str, float] = {}
     skipped_train: list[dict] = []
     train_sources: dict[str, set] = {}
+    used: list[str] = []
     t0 = time.perf_counter()
     train, reference = _train_slices(train_ds, spec.train_on, spec.preprocess, strict=spec.strict,
                                      report=skipped_train, progress=progress,
-                                     limit=spec.runner["max_train_volumes"], sources=train_sources)
+                                     limit=spec.runner["max_train_volumes"], sources=train_sources,
+                                     used=used)
+    train_set = training_set(train_ds, spec.train_on, spec.preprocess, used, skipped_train)
     timings["load_train_s"] = time.perf_counter() - t0
-    log.info("training data: %d slices from %d volumes of %r", len(train),
-             len(set(train.subjects)), spec.train_on)
-    train_fp = train_ds.fingerprint("train")
+    log.info("training data: %d slices from %d volumes of %r (training set %s)", len(train),
+             len(set(train.subjects)), spec.train_on, train_set.fingerprint)
     ctx = Context(device=spec.device, seed=spec.seed, progress=progress, log=log)
     detector = reg_factory(spec)
     t0 = time.perf_counter()
-    model_status, model_cache = _fit_or_load(detector, train, spec, train_fp, ctx, folder)
-    timings["fit_s" if model_status == "fitted" else "load_model_s"] = time.perf_counter() - t0
+    model, _ = fit_or_load(detector, train, spec, train_set, ctx, folder)
+    timings["fit_s" if model["status"] == "fitted" else "load_model_s"] = time.perf_counter() - t0
     n_train_slices = len(train)
     del train
 
@@ -343,7 +381,7 @@ def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Datas
                "preset": spec.preset, "seed": spec.seed,
                **{k: v for k, v in result.summary.items() if k not in extra_means},
                "skipped": skipped, "timings": {**timings, **result.timings}, **extra_means,
-               "model": {"status": model_status, "cache_dir": str(model_cache)},
+               "model": model, "training_set": train_set.to_dict(),
                "inputs": input_files(spec),
                "train_data_sources": {k: sorted(v) for k, v in sorted(train_sources.items())},
                "n_train_slices": n_train_slices, "skipped_train_or_test": len(skipped)}

@@ -4,7 +4,8 @@ Reads every run folder at or below RUN_DIRS and prints (or writes with --out) th
 Table 1 shape as Markdown, LaTeX, CSV or one self-contained HTML page. Runs whose pretrained
 weights or metric definitions differ go to separate tables, and a warning says so (also on
 stderr). --figures DIR writes the box plots, ROC curves and the Fig. 2 comparison as PNG; the
-HTML page embeds them in any case.
+HTML page embeds them in any case. Run folders without summary.json are not in the tables;
+each is listed with its state (running, killed, interrupted, failed, incomplete).
 """
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from adbench.evaluation.volume import ROW_KEYS
-    from adbench.report import (build_leaderboard, find_runs, render_csv, render_latex,
+    from adbench.report import (RunDirError, build_leaderboard, find_runs, render_csv, render_latex,
                                 render_markdown)
+    from adbench.rundir import unfinished_runs
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     valid = [k for k in ROW_KEYS if not k.startswith("n_")]
@@ -50,7 +52,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"adbench leaderboard: error: --metrics {args.metrics!r}: unknown {unknown}; "
               f"valid: {','.join(valid)}", file=sys.stderr)
         return 2
-    lb = build_leaderboard(find_runs(args.run_dirs), metrics)
+    unfinished = [f"{st.path}: {st.state}" + (f" ({st.detail})" if st.detail else "")
+                  + "; not in the tables" for st in unfinished_runs(args.run_dirs)]
+    try:
+        runs = find_runs(args.run_dirs)
+    except RunDirError:
+        for line in unfinished:
+            print(f"adbench leaderboard: {line}", file=sys.stderr)
+        raise
+    lb = build_leaderboard(runs, metrics)
+    lb.warnings.extend(unfinished)
     for w in lb.warnings:
         print(f"adbench leaderboard: {w}", file=sys.stderr)
     figures = []

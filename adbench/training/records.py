@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adbench.io import atomic_path, atomic_write
+from adbench.io import atomic_path, atomic_write, quarantine
 
 __all__ = ["LossLog", "save_grid"]
 
@@ -24,8 +24,14 @@ class LossLog:
         self.path = Path(path)
         self.records: list[dict] = []
         if resume_at is not None and self.path.exists():
-            self.records = [r for r in map(json.loads, self.path.read_text().splitlines())
-                            if r["iteration"] <= resume_at]
+            try:
+                self.records = [r for r in map(json.loads, self.path.read_text().splitlines())
+                                if r["iteration"] <= resume_at]
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                # a damaged log must not stop a resume: the weights are in the checkpoint
+                quarantine(self.path, f"unreadable loss log ({type(exc).__name__}: {exc})",
+                           "the loss log restarts at the checkpoint's iteration")
+                self.records = []
 
     def append(self, record: dict, write: bool = True) -> None:
         self.records.append(record)

@@ -14,6 +14,13 @@ resumes at the first missing chunk:
 
 Every file is written atomically (temp name + rename), so a chunk is either complete or
 absent; chunk c always holds selection entries [c*chunk_size, (c+1)*chunk_size).
+
+Every file also has a ``<file>.sha256`` sidecar, and each chunk records the digest of the
+selection it belongs to in its safetensors metadata. A damaged chunk (truncated, not matching
+its sidecar, or holding other positions) is moved aside with a warning and inverted again; a
+damaged ``selection.json`` is moved aside and written again, and a chunk is then kept only if
+it records that same selection (older chunks without the record are inverted again). The
+build never stops on a damaged file, and never reuses one.
 """
 from __future__ import annotations
 
@@ -26,13 +33,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from adbench.io import atomic_path, json_tensor, tensor_json, write_json
+from adbench.io import (CorruptCacheError, atomic_path, json_tensor, load_verified, quarantine,
+                        read_json_verified, tensor_json, write_json)
 
 __all__ = ["Repository", "select_slices", "build_repository", "RepositoryError"]
 
 SELECTION_FILE = "selection.json"
+_SELECTION_KEY = "selection_sha256"   # chunk metadata: the selection the chunk belongs to
 
 
 class RepositoryError(RuntimeError):
@@ -135,25 +145,33 @@ def build_repository(images: torch.Tensor, subjects: list[str], z: np.ndarray,
         "z": [int(z[i]) for i in sel], "images_sha256": _digest(images[torch.as_tensor(sel)]),
         "meta": json.loads(json.dumps(meta or {})),
     }
+    sel_digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()
+    trust_unmarked = False
     if folder is not None:
         folder = Path(folder)
-        _check_or_write_selection(folder, selection)
+        trust_unmarked = _check_or_write_selection(folder, selection, log)
 
     n_chunks = (len(sel) + chunk_size - 1) // chunk_size
     parts: list[torch.Tensor] = []
     for c in range(n_chunks):
         pos = sel[c * chunk_size:(c + 1) * chunk_size]
         path = _chunk_path(folder, c) if folder is not None else None
+        codes = None
         if path is not None and path.exists():
-            codes = _load_chunk(path, pos)
-        else:
+            try:
+                codes = load_verified(path, lambda p, pos=pos: _read_chunk(p, pos, sel_digest,
+                                                                           trust_unmarked))
+            except CorruptCacheError as exc:
+                quarantine(path, exc.reason, f"inverting chunk {c} again", log)
+        if codes is None:
             codes = invert_fn(images[torch.as_tensor(pos)]).detach().cpu().float().contiguous()
             if codes.ndim != 3 or codes.shape[0] != len(pos):
                 raise RuntimeError(f"build_repository: invert_fn returned {tuple(codes.shape)} for "
                                    f"{len(pos)} images, expected ({len(pos)}, L, D)")
             if path is not None:
-                with atomic_path(path) as tmp:
-                    save_file({"codes": codes, "index": torch.as_tensor(pos, dtype=torch.long)}, str(tmp))
+                with atomic_path(path, checksum=True) as tmp:
+                    save_file({"codes": codes, "index": torch.as_tensor(pos, dtype=torch.long)},
+                              str(tmp), metadata={_SELECTION_KEY: sel_digest})
         parts.append(codes)
         log.info("repository chunk %d/%d stored (%d codes)", c + 1, n_chunks, len(pos))
         if on_chunk is not None:
@@ -162,30 +180,48 @@ def build_repository(images: torch.Tensor, subjects: list[str], z: np.ndarray,
                       z=np.asarray(selection["z"], dtype=np.int64))
 
 
-def _check_or_write_selection(folder: Path, selection: dict) -> None:
+def _check_or_write_selection(folder: Path, selection: dict, log: logging.Logger) -> bool:
+    """Write ``selection.json``, or check the stored one asks for the same build.
+
+    Returns whether chunks that record no selection digest (written before chunks carried
+    one) can be trusted: only when a readable selection.json that matches was already there.
+    """
     path = folder / SELECTION_FILE
-    if not path.exists():
-        stale = sorted(folder.glob("chunk-*.safetensors"))
-        if stale:
-            raise RepositoryError(f"{folder}: {len(stale)} chunk files but no {SELECTION_FILE}; the "
-                                  f"folder is not a repository build this code wrote. Delete it to rebuild.")
-        write_json(path, selection)
-        return
-    with open(path) as f:
-        old = json.load(f)
-    diff = [k for k in selection if old.get(k) != selection[k]]
-    if diff:
-        raise RepositoryError(f"{path}: the stored repository build differs from the requested one in "
-                              f"{diff} (different training data, fraction, seed or chunk size). Delete "
-                              f"{folder} to rebuild, or use the run's own model folder.")
+    if path.exists():
+        try:
+            old = read_json_verified(path)
+            if not isinstance(old, dict):
+                raise CorruptCacheError(path, f"holds a JSON {type(old).__name__}, not the selection object")
+        except CorruptCacheError as exc:
+            quarantine(path, exc.reason, "writing it again (chunks are kept only if they record "
+                       "this selection)", log)
+        else:
+            diff = [k for k in selection if old.get(k) != selection[k]]
+            if diff:
+                raise RepositoryError(f"{path}: the stored repository build differs from the "
+                                      f"requested one in {diff} (different training data, "
+                                      f"fraction, seed or chunk size). Delete {folder} to "
+                                      f"rebuild, or use the run's own model folder.")
+            return True
+    write_json(path, selection, checksum=True)
+    return False
 
 
-def _load_chunk(path: Path, pos: np.ndarray) -> torch.Tensor:
-    data = load_file(str(path))
+def _read_chunk(path: Path, pos: np.ndarray, sel_digest: str, trust_unmarked: bool) -> torch.Tensor:
+    """Codes (n, L, D) of one chunk file; CorruptCacheError when it belongs to another
+    selection than ``sel_digest`` or holds other slices (load_verified reports the rest)."""
+    with safe_open(str(path), "pt") as f:
+        recorded = (f.metadata() or {}).get(_SELECTION_KEY)
+        if recorded is None and not trust_unmarked:
+            raise CorruptCacheError(path, f"records no selection digest and {SELECTION_FILE} was "
+                                          f"rebuilt, so it cannot be matched to this selection")
+        if recorded is not None and recorded != sel_digest:
+            raise CorruptCacheError(path, f"belongs to another selection ({recorded[:12]}…, this "
+                                          f"one is {sel_digest[:12]}…)")
+        data = {k: f.get_tensor(k) for k in f.keys()}
     idx = data.get("index")
     if idx is None or "codes" not in data or idx.tolist() != pos.tolist() \
-            or data["codes"].shape[0] != len(pos):
-        raise RepositoryError(f"{path}: chunk holds slice positions "
-                              f"{None if idx is None else idx.tolist()[:5]}... but the selection "
-                              f"expects {pos.tolist()[:5]}...; delete the repository folder to rebuild")
+            or data["codes"].shape[0] != len(pos) or data["codes"].ndim != 3:
+        raise CorruptCacheError(path, f"holds slice positions {None if idx is None else idx.tolist()[:5]}… "
+                                      f"but the selection expects {pos.tolist()[:5]}…")
     return data["codes"].float()

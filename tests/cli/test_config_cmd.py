@@ -126,13 +126,16 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, ca
     assert a == b
 
 
-def test_print_config_with_another_training_set_has_a_train_section(capsys):
-    assert main(["run", "-m", "zscore", "-d", "brats", "--data-root", "/nonexistent/brats",
-                 "--train-on", "openbhb", "--train-root", "/nonexistent/openbhb",
+def test_print_config_with_another_training_set_has_a_train_section(tmp_path, capsys):
+    brats, openbhb = tmp_path / "brats", tmp_path / "openbhb"
+    brats.mkdir()
+    openbhb.mkdir()
+    assert main(["run", "-m", "zscore", "-d", "brats", "--data-root", str(brats),
+                 "--train-on", "openbhb", "--train-root", str(openbhb),
                  "--print-config"]) == 0
     data = yaml.safe_load(capsys.readouterr().out)
-    assert data["train"]["data_root"] == "/nonexistent/openbhb"
-    assert data["dataset"]["data_root"] == "/nonexistent/brats"
+    assert data["train"]["data_root"] == str(openbhb)
+    assert data["dataset"]["data_root"] == str(brats)
 
 
 def test_config_command_module_follows_the_command_contract():

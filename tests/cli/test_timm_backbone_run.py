@@ -30,7 +30,8 @@ def test_patchcore_smoke_run_on_a_timm_backbone(tmp_path, monkeypatch, capsys):
     assert any(v.get("backbone") == "timm/resnet18" and v.get("source") == "random"
                for v in recorded), recorded
     # the backbone is part of the model-cache key: the VGG16 default is another model
-    from adbench.runner import _model_key, resolve
+    from adbench.model_cache import _model_key
+    from adbench.runner import resolve
 
     sets = ["backbone=timm/resnet18", "layers=[layer2, layer3]"]
     timm_spec = resolve("patchcore", "synth", preset="smoke", sets=sets)
