@@ -159,12 +159,7 @@ def _provenance(backbone: str, source: str, path: Path) -> dict:
 
 def _checked_state(s: TimmStructure, path: Path) -> dict[str, torch.Tensor]:
     """The file's state dict, checked against the model's keys and shapes (strict)."""
-    sd = read_state_file(path)
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"weights file {str(path)!r} holds a {type(sd).__name__}, not a state "
-                           f"dict of tensors; expected the state_dict() of timm model {s.name!r}")
+    sd = read_state_file(path, f"the state_dict() of timm model {s.name!r}")
     expected = {k: tuple(v.shape) for k, v in s.model.state_dict().items()}
     head = s.cfg.get("classifier") or ()
     head = (head,) if isinstance(head, str) else tuple(head)

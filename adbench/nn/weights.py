@@ -188,17 +188,26 @@ def _missing_message(name: str, cache: Path, why: str) -> str:
     return msg
 
 
-def read_state_file(path: Path) -> object:
-    """The object saved in a weights file: ``torch.load(weights_only=True)`` or safetensors."""
+def read_state_file(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file (``torch.load(weights_only=True)`` or safetensors; a
+    ``{"state_dict": ...}`` wrapper is unwrapped). ``expected`` names what it should hold,
+    for the error ("a vgg16 state dict")."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
-            return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
+            sd = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(f"could not read weights file {str(path)!r} ({type(e).__name__}: "
                            f"{e}); expected a state dict of tensors saved with torch.save "
                            f"(loaded with weights_only=True) or a .safetensors file") from e
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"weights file {str(path)!r} holds a {type(sd).__name__}, not a state "
+                           f"dict of tensors; expected {expected}")
+    return sd
 
 
 def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
@@ -210,12 +219,7 @@ def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _load_checked(name: str, path: Path) -> dict[str, torch.Tensor]:
-    sd = read_state_file(path)
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"weights file {str(path)!r} holds a {type(sd).__name__}, not a state "
-                           f"dict of tensors; expected a {name} state dict")
+    sd = read_state_file(path, f"a {name} state dict")
     expected = _expected_shapes(name)
     if name == "vgg16" and "0.weight" not in sd and "features.0.weight" in sd:
         sd = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}

@@ -6,21 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from fake_inverter import FakeInverter
 
 from adbench.methods.scrps.repository import (Repository, RepositoryError, build_repository,
                                               select_slices)
 
 
-class _Inverter:
-    """Deterministic stand-in for inversion: codes are a function of the image; counts calls."""
-
-    def __init__(self):
-        self.seen: list[float] = []
-
-    def __call__(self, images):
-        self.seen.extend(images[:, 0, 0, 0].tolist())
-        m = images.flatten(1)
-        return torch.stack([m[:, :8] * (layer + 1) for layer in range(3)], dim=1)  # (n, 3, 8)
 
 
 def _data(n=50):
@@ -50,7 +41,7 @@ def test_select_slices_fraction_and_seed():
 def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path):
     images, subjects, z = _data()
     kwargs = dict(fraction=0.8, chunk_size=6)
-    full = build_repository(images, subjects, z, _Inverter(), tmp_path / "a",
+    full = build_repository(images, subjects, z, FakeInverter(), tmp_path / "a",
                             generator=torch.Generator().manual_seed(0), **kwargs)
 
     def stop_after(k):
@@ -59,12 +50,12 @@ def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path):
                 raise _Stop
         return cb
 
-    first = _Inverter()
+    first = FakeInverter()
     with pytest.raises(_Stop):
         build_repository(images, subjects, z, first, tmp_path / "b", on_chunk=stop_after(3),
                          generator=torch.Generator().manual_seed(0), **kwargs)
     assert len(list((tmp_path / "b").glob("chunk-*.safetensors"))) == 3
-    second = _Inverter()
+    second = FakeInverter()
     resumed = build_repository(images, subjects, z, second, tmp_path / "b",
                                generator=torch.Generator().manual_seed(0), **kwargs)
     # Every selected slice inverted exactly once across the two attempts.
@@ -75,9 +66,9 @@ def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path):
     assert resumed.subjects == [subjects[i] for i in full.index]
     assert np.array_equal(resumed.z, z[full.index])
     # The codes are those of the right slices, in selection order.
-    assert torch.equal(full.codes, _Inverter()(images[torch.as_tensor(full.index)]))
+    assert torch.equal(full.codes, FakeInverter()(images[torch.as_tensor(full.index)]))
     # A completed build is read back without inverting anything.
-    third = _Inverter()
+    third = FakeInverter()
     again = build_repository(images, subjects, z, third, tmp_path / "b",
                              generator=torch.Generator().manual_seed(0), **kwargs)
     assert third.seen == [] and torch.equal(again.codes, full.codes)
@@ -85,13 +76,13 @@ def test_interrupted_build_resumes_without_duplicates_or_gaps(tmp_path):
 
 def test_mismatched_folder_is_refused(tmp_path):
     images, subjects, z = _data()
-    build_repository(images, subjects, z, _Inverter(), tmp_path, fraction=0.5,
+    build_repository(images, subjects, z, FakeInverter(), tmp_path, fraction=0.5,
                      generator=torch.Generator().manual_seed(0))
     with pytest.raises(RepositoryError, match="fraction"):
-        build_repository(images, subjects, z, _Inverter(), tmp_path, fraction=0.4,
+        build_repository(images, subjects, z, FakeInverter(), tmp_path, fraction=0.4,
                          generator=torch.Generator().manual_seed(0))
     with pytest.raises(RepositoryError, match="meta"):
-        build_repository(images, subjects, z, _Inverter(), tmp_path, fraction=0.5,
+        build_repository(images, subjects, z, FakeInverter(), tmp_path, fraction=0.5,
                          generator=torch.Generator().manual_seed(0), meta={"generator": "other"})
     sel = json.loads((tmp_path / "selection.json").read_text())
     assert sel["fraction"] == 0.5 and len(sel["index"]) == 25
@@ -99,7 +90,7 @@ def test_mismatched_folder_is_refused(tmp_path):
 
 def test_in_memory_build_and_tensor_round_trip(tmp_path):
     images, subjects, z = _data(12)
-    repo = build_repository(images, subjects, z, _Inverter(), None, fraction=1.0, chunk_size=5)
+    repo = build_repository(images, subjects, z, FakeInverter(), None, fraction=1.0, chunk_size=5)
     assert not any(tmp_path.iterdir())
     back = Repository.from_tensors(repo.to_tensors())
     assert torch.equal(back.codes, repo.codes) and back.subjects == subjects

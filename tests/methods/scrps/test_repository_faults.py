@@ -9,22 +9,13 @@ import logging
 import numpy as np
 import pytest
 import torch
+from fake_inverter import FakeInverter
 from safetensors.torch import load_file, save_file
 
 from adbench.io import checksum_path
 from adbench.methods.scrps.repository import build_repository
 
 
-class _Inverter:
-    """Codes as a function of the image; records the first pixel of every image it inverts."""
-
-    def __init__(self):
-        self.seen: list[float] = []
-
-    def __call__(self, images):
-        self.seen.extend(images[:, 0, 0, 0].tolist())
-        m = images.flatten(1)
-        return torch.stack([m[:, :8] * (layer + 1) for layer in range(3)], dim=1)
 
 
 def _data(n=30):
@@ -35,7 +26,7 @@ def _data(n=30):
 
 def _build(folder, inverter=None):
     images, subjects, z = _data()
-    return build_repository(images, subjects, z, inverter or _Inverter(), folder, fraction=0.6,
+    return build_repository(images, subjects, z, inverter or FakeInverter(), folder, fraction=0.6,
                             chunk_size=5, generator=torch.Generator().manual_seed(0))
 
 
@@ -56,7 +47,7 @@ def test_a_damaged_chunk_is_inverted_again(tmp_path, caplog, how):
     else:                         # a well-formed chunk of other slices, with a matching sidecar
         save_file({"codes": torch.zeros(5, 3, 8), "index": torch.arange(5)}, str(chunk))
         checksum_path(chunk).unlink()
-    inv = _Inverter()
+    inv = FakeInverter()
     with caplog.at_level(logging.WARNING, logger="adbench"):
         again = _build(tmp_path, inv)
     assert torch.equal(again.codes, ref.codes)
@@ -76,7 +67,7 @@ def test_a_damaged_selection_is_rewritten_and_marked_chunks_are_kept(tmp_path, c
     sel.write_text({"truncated": text[: len(text) // 2],
                     "valid JSON, other content": text.replace('"fraction": 0.6', '"fraction": 0.5'),
                     "not an object": "[1, 2]"}[how])
-    inv = _Inverter()
+    inv = FakeInverter()
     with caplog.at_level(logging.WARNING, logger="adbench"):
         again = _build(tmp_path, inv)
     assert inv.seen == [] and torch.equal(again.codes, ref.codes)   # nothing inverted again
@@ -90,7 +81,7 @@ def test_unmarked_chunks_are_kept_with_a_good_selection_and_redone_without_one(t
     for chunk in sorted(tmp_path.glob("chunk-*.safetensors")):   # as chunks were written before
         save_file(load_file(str(chunk)), str(chunk))                # (no metadata, no sidecar)
         checksum_path(chunk).unlink()
-    inv = _Inverter()
+    inv = FakeInverter()
     assert torch.equal(_build(tmp_path, inv).codes, ref.codes) and inv.seen == []
     (tmp_path / "selection.json").write_text("{")
     with caplog.at_level(logging.WARNING, logger="adbench"):
