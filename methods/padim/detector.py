@@ -29,11 +29,12 @@ __all__ = ["PaDiM"]
 class PaDiM(Detector):
     """PaDiM on a frozen backbone (VGG16 blocks 3-5 by default, as paper §3.2).
 
-    backbone, layers, weights  the frozen feature extractor (see
-                 :class:`adbench.nn.backbones.FeatureExtractor`):
-                 backbone "vgg16" | "resnet18" | "wide_resnet50_2" | "timm/<model>" (e.g.
-                 "timm/wide_resnet50_2" with layers ["layer2", "layer3"], as the PaDiM paper's
-                 WRN-50); weights "imagenet" | path | "random".
+    backbone     the frozen feature extractor: "vgg16" (paper §3.2) | "resnet18" |
+                 "wide_resnet50_2" | "timm/<model>" (e.g. "timm/wide_resnet50_2" with layers
+                 ["layer1", "layer2", "layer3"], as the PaDiM paper's WRN-50).
+    layers       the backbone's layers whose features are used (VGG16: "block1".."block5";
+                 torchvision ResNets and timm: their module names, e.g. "layer2").
+    weights      the backbone's weights: "imagenet" | path of a state dict | "random".
     batch_size   slices per forward pass.
     n_features   d, size of the random channel subset (100 for VGG16's 1280 channels; the
                  PaDiM paper used 100 for ResNet18 and 550 for WideResNet-50); None = all.

@@ -33,11 +33,12 @@ __all__ = ["PatchCore"]
 class PatchCore(Detector):
     """PatchCore on a frozen backbone (VGG16 blocks 3-5 by default, as paper §3.2).
 
-    backbone, layers, weights  the frozen feature extractor (see
-                     :class:`adbench.nn.backbones.FeatureExtractor`):
-                     backbone "vgg16" | "resnet18" | "wide_resnet50_2" | "timm/<model>" (e.g.
-                     "timm/wide_resnet50_2" with layers ["layer2", "layer3"], PatchCore §4.1);
-                     weights "imagenet" | path | "random".
+    backbone         the frozen feature extractor: "vgg16" (paper §3.2) | "resnet18" |
+                     "wide_resnet50_2" | "timm/<model>" (e.g. "timm/wide_resnet50_2" with
+                     layers ["layer2", "layer3"], PatchCore §4.1).
+    layers           the backbone's layers whose features are used (VGG16: "block1".."block5";
+                     torchvision ResNets and timm: their module names, e.g. "layer2").
+    weights          the backbone's weights: "imagenet" | path of a state dict | "random".
     batch_size       slices per forward pass (fit and predict).
     coreset_ratio    bank size as a fraction of the candidate patches (PatchCore: 0.1 or 0.01).
     max_bank_size    upper bound on the bank size (None: ratio only). The bank takes
