@@ -134,11 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from adbench.config import ConfigError
     from adbench.data.volume import DataError
+    from adbench.locking import LockTimeout
     from adbench.plugins import PluginError, UnknownNameError
     # adbench.nn.weights.WeightsError subclasses FileNotFoundError: caught without importing
     # torchvision on the error path.
     return (ConfigError, DataError, PluginError, UnknownNameError, FileNotFoundError,
-            NotADirectoryError, PermissionError)
+            NotADirectoryError, PermissionError, LockTimeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -221,20 +221,28 @@ def verify_checksum(path: str | Path) -> bool:
 
 
 def load_verified(path: str | Path, loader):
-    """``loader(path)`` after :func:`verify_checksum`; any failure to read the file becomes a
-    :class:`CorruptCacheError` naming it. A missing file (FileNotFoundError), a file this
-    process may not read (PermissionError) and MemoryError pass through unchanged: moving
-    the file aside would not help."""
+    """``loader(path)`` after :func:`verify_checksum`; a failure to read the file becomes a
+    :class:`CorruptCacheError` naming it. Passed through unchanged, since moving the file
+    aside would not help: every OSError (missing, not permitted, an I/O or NFS error),
+    MemoryError and allocator failures, and any loader error on a file whose sidecar
+    verified (its bytes are the ones written: the fault is elsewhere)."""
     path = Path(path)
+    verified = verify_checksum(path)
     try:
-        verify_checksum(path)
         return loader(path)
-    except (CorruptCacheError, FileNotFoundError, PermissionError, MemoryError):
+    except (CorruptCacheError, OSError, MemoryError):
         raise
     except Exception as exc:  # torch, safetensors, zip and json each raise their own types
+        if verified or _out_of_memory(exc):
+            raise
         detail = (str(exc).splitlines() or [repr(exc)])[0]
         detail = detail if len(detail) <= 160 else detail[:159] + "…"
         raise CorruptCacheError(path, f"unreadable ({type(exc).__name__}: {detail})") from exc
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "out of memory" in text or "not enough memory" in text
 
 
 def read_json_verified(path: str | Path) -> Any:

@@ -9,6 +9,7 @@ again (architecture §5: results are data, never silently reused).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,8 +22,9 @@ from adbench.data.dataset import Dataset
 from adbench.data.preprocess import PreprocessConfig
 from adbench.data.volume import SliceSet
 from adbench.detector import Context, Detector
-from adbench.io import (CorruptCacheError, cache_dir, file_sha256, load_tensors, quarantine,
-                        read_json_verified, save_tensors, write_json)
+from adbench.io import (CorruptCacheError, _out_of_memory, cache_dir, file_sha256, load_tensors,
+                        quarantine, read_json_verified, save_tensors, write_json)
+from adbench.locking import LockTimeout, file_lock
 from adbench.plugins import get_registry
 from adbench.rundir import RunFolder
 
@@ -45,8 +47,9 @@ def input_files(spec: RunSpec) -> dict[str, dict[str, str]]:
 class TrainingSet:
     """What a fit was trained on: each used subject with a hash of its source files' bytes,
     the subjects skipped, and the dataset's own fingerprint of its train split (``listing``:
-    its parameters and subject list). Paths are left out of the content hashes, so a data
-    folder or synth cache that moved keeps its models."""
+    recorded to explain a refit, never part of the key: it holds paths and mtimes). Paths are
+    left out of the content hashes, so a data folder or synth cache that moved keeps its
+    models."""
 
     subjects: dict[str, str]
     skipped: list[str]
@@ -70,8 +73,9 @@ def training_set(ds: Dataset, name: str, cfg: PreprocessConfig, used: list[str],
     cache = SliceCache(ds, name, cfg)
 
     def content(subject: str) -> str:
-        shas = list(cache.key(subject)[1].values())  # in source_files order, without paths
-        return hashlib.sha256(json.dumps([subject, shas]).encode()).hexdigest()[:16]
+        # the slice-cache key: the source files' sha256 in order, the dataset's parameters
+        # that change what is read (not where from) and the preprocessing; no paths
+        return hashlib.sha256(json.dumps([subject, cache.key(subject)[0]]).encode()).hexdigest()[:16]
 
     return TrainingSet(subjects={s: content(s) for s in used},
                        skipped=[str(r.get("subject") or r.get("path") or "?") for r in skipped],
@@ -94,7 +98,9 @@ def model_keys(spec: RunSpec, train: TrainingSet | str) -> tuple[str, str]:
                "seed": spec.seed, "max_train_volumes": spec.runner["max_train_volumes"]}
     config_key = _digest(payload)
     if isinstance(train, TrainingSet):
-        payload.update(train=train.listing, train_set=train.fingerprint)
+        # not train.listing: the dataset's fingerprint holds paths and mtimes, so a copied
+        # or moved data folder would refit; the training set's content says what was used
+        payload.update(train_set=train.fingerprint)
     else:
         payload["train"] = train
     return _digest(payload), config_key
@@ -148,9 +154,25 @@ def fit_or_load(detector: Detector, train: SliceSet, spec: RunSpec, train_set: T
     model-cache folder."""
     key, config_key = model_keys(spec, train_set)
     mdir = cache_dir("models", spec.method, key)
-    state_path, record_path = mdir / STATE, mdir / TRAINING
     ctx.workdir = mdir / "work"
     ctx.workdir.mkdir(parents=True, exist_ok=True)
+    # one fit per key: a second run of the same model (a parallel predict-only sweep) waits
+    # for the first, then loads its state instead of fitting again and racing its writes
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(mdir / STATE, timeout=0))
+        except LockTimeout:
+            log.info("another process is fitting %s (model cache %s); waiting for it",
+                     spec.method, mdir)
+            held.enter_context(file_lock(mdir / STATE, timeout=None))
+        return _fit_or_load_locked(detector, train, spec, train_set, ctx, folder, key,
+                                   config_key, mdir)
+
+
+def _fit_or_load_locked(detector: Detector, train: SliceSet, spec: RunSpec,
+                        train_set: TrainingSet, ctx: Context, folder: RunFolder, key: str,
+                        config_key: str, mdir: Path) -> tuple[dict, Path]:
+    state_path, record_path = mdir / STATE, mdir / TRAINING
     status, reason = "fitted", None
     if state_path.exists():
         try:
@@ -158,6 +180,8 @@ def fit_or_load(detector: Detector, train: SliceSet, spec: RunSpec, train_set: T
             try:
                 detector.load_state_dict(state)
             except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                if _out_of_memory(exc):
+                    raise
                 raise CorruptCacheError(state_path, f"does not load into {spec.method} "
                                                     f"({type(exc).__name__}: {exc})") from exc
             status = "cached"

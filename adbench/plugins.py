@@ -230,8 +230,13 @@ def build_registry(entry_points: Iterable[md.EntryPoint] | None = None,
         offers: dict[str, list[Provided]] = {}
         for impl in hook.get_hookimpls():
             plugin_name, dist = origin.get(id(impl.plugin), (impl.plugin_name, "unknown distribution"))
+            kind = MethodSpec if what == "method" else DatasetSpec
             try:
-                specs = impl.function() or []
+                specs = list(impl.function() or [])   # a generator raises only when iterated
+                bad = [s for s in specs if not isinstance(s, kind)]
+                if bad:
+                    raise PluginError(f"returned {type(bad[0]).__name__} objects; expected "
+                                      f"adbench.{kind.__name__} instances")
             except (Exception, SystemExit) as exc:
                 reg.broken[plugin_name] = f"{type(exc).__name__} in {impl.function.__name__}: {exc}"
                 continue

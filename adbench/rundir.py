@@ -245,9 +245,14 @@ def _alive(marker: dict) -> bool | None:
         return None
     if marker.get("boot_id") and _boot_id() and marker["boot_id"] != _boot_id():
         return False  # the machine restarted since
-    pid = int(marker.get("pid", -1))
+    try:
+        pid = int(marker.get("pid", -1))
+    except (TypeError, ValueError):
+        return False   # a damaged marker names no process
     if pid <= 0:
         return False
+    if os.name == "nt":
+        return None    # os.kill(pid, 0) would terminate the process on Windows: unknown
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

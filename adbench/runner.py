@@ -335,6 +335,9 @@ def _sigterm_interrupts():
         yield  # signal handlers can only be set from the main thread
         return
     previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:  # the parent asked for SIGTERM to be ignored: keep that
+        yield
+        return
     previous = signal.SIG_DFL if previous is None else previous  # set outside Python
 
     def handler(signum, frame):

@@ -46,7 +46,11 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if not args.older_than >= 0:
         raise ConfigError(f"--older-than {args.older_than}: expected a number of days >= 0 "
                           f"(0 removes every slice-cache entry)")
-    removed = prune_cache(args.cache_dir, older_than_days=args.older_than, dry_run=args.dry_run)
+    try:
+        removed = prune_cache(args.cache_dir, older_than_days=args.older_than,
+                              dry_run=args.dry_run)
+    except ValueError as exc:  # not an adbench cache: nothing was touched
+        raise ConfigError(str(exc)) from None
     verb = "would remove" if args.dry_run else "removed"
     for r in removed:
         print(f"{verb} {r['path']}  ({_size(r['bytes'])}; {r['reason']})", file=out)

@@ -46,6 +46,8 @@ __all__ = ["SliceCache", "iter_preprocessed", "to_slices", "finalize_image", "pr
 
 log = logging.getLogger("adbench")
 
+#: the folders of an adbench cache (``cache_dir()``) that ``prune`` walks
+CACHE_FOLDERS = ("slices", "models", "synth")
 #: bump when the key or the entry format changes; old entries are then left for prune
 CACHE_VERSION = 2
 #: dataset parameters that say where files are, not what they hold: left out of the key.
@@ -83,8 +85,7 @@ class SliceCache:
         self._base = json.dumps(base, sort_keys=True, default=str)
 
     def _file_hash(self, path: Path) -> str:
-        st = path.stat()
-        memo = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        memo = _memo(path)
         if memo not in self._hash_index:
             self._hash_index[memo] = self._new_hashes[memo] = file_sha256(path)
         return self._hash_index[memo]
@@ -125,14 +126,18 @@ class SliceCache:
     def flush(self) -> None:
         """Merge this process's new file hashes and manifest entries into the files on disk
         (under their locks: another run may have written them since they were read)."""
-        if self._new_hashes:
-            new = dict(self._new_hashes)
-            update_json(self._hash_index_path, lambda cur: cur.update(new))
-            self._new_hashes.clear()
-        if self._new_entries:
-            new = dict(self._new_entries)
-            self._manifest = update_json(self._manifest_path, lambda cur: cur.update(new))
-            self._new_entries.clear()
+        try:
+            if self._new_hashes:
+                new = dict(self._new_hashes)
+                update_json(self._hash_index_path, lambda cur: cur.update(new))
+                self._new_hashes.clear()
+            if self._new_entries:
+                new = dict(self._new_entries)
+                self._manifest = update_json(self._manifest_path, lambda cur: cur.update(new))
+                self._new_entries.clear()
+        except OSError as exc:  # a read-only shared cache: its entries serve, bookkeeping waits
+            log.warning("slice cache %s: could not update its manifest (%s); the run goes on",
+                        self.root, exc)
 
 
 def _touch(path: Path) -> None:
@@ -212,7 +217,14 @@ def prune_cache(root: str | Path | None = None, *, older_than_days: float = 30.0
     base = Path(root) if root is not None else cache_dir()
     now = time.time() if now is None else float(now)
     found: dict[Path, str] = {}
-    for dirpath, _dirs, files in os.walk(base):  # does not follow links out of the cache
+    # only the cache's own folders: a wrong --cache-dir (a home folder) must lose nothing
+    owned = [base / d for d in CACHE_FOLDERS if (base / d).is_dir()]
+    if not owned:
+        raise ValueError(f"prune: {base} holds none of the cache folders "
+                         f"{', '.join(CACHE_FOLDERS)}; is it an adbench cache? (ADBENCH_CACHE "
+                         f"or --cache-dir names the folder that holds them)")
+    walk = (entry for folder in owned for entry in os.walk(folder))
+    for dirpath, _dirs, files in walk:  # does not follow links out of the cache
         for name in files:
             path = Path(dirpath) / name
             if ".corrupt-" in name:
@@ -258,9 +270,20 @@ def _last_used(path: Path) -> float:
     return max(st.st_atime, st.st_mtime)
 
 
+def _stat_id(st: os.stat_result) -> str:
+    # size and mtime alone miss a same-size rewrite that kept its mtime (cp -p, rsync -t);
+    # the inode and ctime change with it (ctime cannot be set back by utime)
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+def _memo(path: Path) -> str:
+    """The hash-memo key of a file: ``<resolved path>:<size>:<mtime_ns>:<inode>:<ctime_ns>``."""
+    return f"{path.resolve()}:{_stat_id(path.stat())}"
+
+
 def _forget_missing(folder: Path) -> None:
     """Drop manifest entries whose file is gone, and hash memos of files that are gone or
-    changed (a memo is ``<path>:<size>:<mtime_ns>``)."""
+    changed (see :func:`_memo`)."""
     if (folder / "manifest.json").exists():
         def entries(cur: dict) -> dict:
             return {s: e for s, e in cur.items()
@@ -270,15 +293,21 @@ def _forget_missing(folder: Path) -> None:
         def memos(cur: dict) -> dict:
             keep = {}
             for memo, sha in cur.items():
-                path, size, mtime = (memo.rsplit(":", 2) + ["", ""])[:3]
+                path, stat_id = _split_memo(memo)
                 try:
                     st = os.stat(path)
                 except OSError:
                     continue
-                if f"{st.st_size}:{st.st_mtime_ns}" == f"{size}:{mtime}":
+                if _stat_id(st) == stat_id:
                     keep[memo] = sha
             return keep
         update_json(folder / "file-hashes.json", memos)
+
+
+def _split_memo(memo: str) -> tuple[str, str]:
+    """(path, stat id) of a memo key; an old-format key gets a stat id that never matches."""
+    parts = memo.rsplit(":", 4)
+    return (parts[0], ":".join(parts[1:])) if len(parts) == 5 else (memo, "")
 
 
 def iter_preprocessed(dataset: Dataset, dataset_name: str, split: str, cfg: PreprocessConfig, *,

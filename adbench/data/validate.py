@@ -89,7 +89,7 @@ def require_data_root(data_root: str | Path | None, *, dataset: str, expected: s
     """
     if data_root in (None, ""):
         raise DataError(f"dataset {dataset!r}: no data root given; pass --data-root PATH "
-                        f"(or --set data_root=PATH) with {expected}")
+                        f"(or --set dataset.data_root=PATH) with {expected}")
     root = Path(data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset {dataset!r}: data root {root} is not an existing folder; "

@@ -122,5 +122,5 @@ def check_fingerprint(extractor: torch.nn.Module, expected: torch.Tensor, who: s
             f"{who}: the backbone weights resolved now (weights={weights!r}, {info}) are not "
             f"the ones this state was fitted with (parameter fingerprint {got.item():.10g}, "
             f"saved {exp.item():.10g}). Point the config key `weights` at the original file "
-            f"(`--set weights=PATH`, or `--weights PATH` of `adbench run`), restore {where} "
+            f"(`--set weights=PATH`; for VGG16 also `--weights PATH`), restore {where} "
             f"(for weights='imagenet'), or fit again.")

@@ -244,7 +244,7 @@ def _missing_message(s: TimmStructure, why: str) -> str:
             f"timm; timm.create_model('{s.name}', pretrained=True)\"` (set HF_HOME or "
             f"HF_HUB_CACHE to use another cache folder), then copy it here; or (2) point the "
             f"config key `weights` at a local state-dict file of that model (`--set "
-            f"weights=PATH` for the method, or `--weights PATH` of `adbench run`). For tests "
+            f"weights=PATH`; `--weights` is the VGG16 of the perceptual score). For tests "
             f"and smoke runs, weights='random' uses seeded random weights.")
 
 
