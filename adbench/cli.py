@@ -65,8 +65,8 @@ def _cmd_run(args) -> int:
         return 0
     progress = False if args.quiet else (True if args.progress else None)
     run_dir = execute(spec, output=args.output, progress=progress)
-    import json
-    s = json.loads((run_dir / "summary.json").read_text())
+    from adbench.rundir import read_summary
+    s = read_summary(run_dir / "summary.json")
     print(f"{args.method} on {args.dataset}: AUROC {_pct(s['auroc_mean'])} ± {_pct(s['auroc_std'])}, "
           f"⌈Dice⌉ {_pct(s['dice_max_mean'])} ± {_pct(s['dice_max_std'])} over {s['n_volumes']} volumes"
           + (f" ({len(s['skipped'])} skipped)" if s.get("skipped") else ""))

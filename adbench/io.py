@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import logging
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ import yaml
 
 from adbench.errors import DataError
 
-__all__ = ["show_progress", "cache_dir", "atomic_path", "atomic_write", "write_json", "write_yaml", "read_yaml",
+__all__ = ["show_progress", "cache_dir", "atomic_path", "atomic_write", "write_json", "strict_json",
+           "nan_from_null", "write_yaml", "read_yaml",
            "save_tensors", "load_tensors", "save_nifti", "json_tensor", "tensor_json",
            "file_sha256", "safe_filename", "CorruptCacheError", "UnreadableFileError",
            "NotAFileError", "checksum_path", "verify_checksum", "load_verified",
@@ -139,9 +141,38 @@ def atomic_write(path: str | Path, data: bytes | str, *, checksum: bool = False)
             tmp.write_bytes(data)
 
 
+def strict_json(obj: Any, **dumps_kwargs: Any) -> str:
+    """``json.dumps`` that any strict parser reads (JavaScript's ``JSON.parse``): NaN and
+    ±inf become ``null`` (read them back with :func:`nan_from_null`); numpy, torch, Path,
+    set and tuple values become JSON types."""
+    return json.dumps(_finite(obj), allow_nan=False, **dumps_kwargs)
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, set)):
+        return [_finite(v) for v in o]
+    if isinstance(o, bool) or o is None or isinstance(o, (str, int)):
+        return o
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    return _finite(_jsonable(o))
+
+
+def nan_from_null(obj: Any, keys: Callable[[str], bool]) -> Any:
+    """``obj`` read from strict JSON with the ``null`` of every key ``keys(name)`` accepts
+    (a numeric field) back as NaN, at any depth."""
+    if isinstance(obj, dict):
+        return {k: (math.nan if v is None and keys(k) else nan_from_null(v, keys))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_from_null(v, keys) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any, *, checksum: bool = False) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n",
-                 checksum=checksum)
+    atomic_write(path, strict_json(obj, indent=2, sort_keys=False) + "\n", checksum=checksum)
 
 
 def write_yaml(path: str | Path, obj: Any) -> None:
@@ -154,6 +185,8 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

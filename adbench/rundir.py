@@ -39,12 +39,13 @@ import numpy as np
 
 from adbench.errors import RunDirError
 from adbench.evaluation.volume import ROW_KEYS
-from adbench.io import atomic_write, read_yaml, safe_filename, save_nifti, write_json, write_yaml
+from adbench.io import (atomic_write, nan_from_null, read_yaml, safe_filename, save_nifti,
+                        write_json, write_yaml)
 
 __all__ = ["RunFolder", "RunRecord", "RunDirError", "RunState", "load_run", "find_runs",
            "run_state", "unfinished_runs", "weights_key", "definitions_key", "map_subjects",
            "load_map_volume", "write_run", "write_per_volume", "read_per_volume",
-           "PER_VOLUME_COLUMNS"]
+           "PER_VOLUME_COLUMNS", "read_summary"]
 
 CONFIG, LOG, PER_VOLUME, SUMMARY, ERROR = ("config.yaml", "log.txt", "per_volume.csv",
                                            "summary.json", "error.txt")
@@ -177,6 +178,21 @@ class RunRecord:
         return out
 
 
+#: summary.json keys whose ``null`` is a NaN metric (strict JSON has no NaN)
+NUMERIC_SUMMARY_KEYS = frozenset({"auroc", "dice_max", "auprc", "pooled_dice_max",
+                                  "pooled_threshold", "slice_auroc"})
+
+
+def _numeric_key(key: str) -> bool:
+    return (key in NUMERIC_SUMMARY_KEYS or key.endswith(("_mean", "_std"))
+            or key.startswith("extra_"))
+
+
+def read_summary(path: str | Path) -> dict:
+    """summary.json with its metrics' ``null`` read back as NaN."""
+    return nan_from_null(json.loads(Path(path).read_text()), _numeric_key)
+
+
 def load_run(path: str | Path) -> RunRecord:
     """Read summary.json, per_volume.csv and (if present) config.yaml of one run folder."""
     path = Path(path)
@@ -186,7 +202,7 @@ def load_run(path: str | Path) -> RunRecord:
             raise RunDirError(f"{p}: missing; a run folder needs summary.json and per_volume.csv "
                               "(an interrupted run? re-run the same command to complete it)")
     try:
-        summary = json.loads(summary_p.read_text())
+        summary = read_summary(summary_p)
     except json.JSONDecodeError as e:
         raise RunDirError(f"{summary_p}: not valid JSON ({e})") from e
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import sys
 from pathlib import Path
 
@@ -230,6 +229,8 @@ def main(args: argparse.Namespace) -> int:
                   config={"maps": args.maps, "labels": args.labels, "brain_masks": args.brain_masks})
     from adbench.evaluation.metrics import summarize
     s = summarize(rows)
-    print(json.dumps({"n_volumes": len(rows), **{k: v for k, v in s.items() if k.endswith(("_mean", "_std", "_n_nan"))},
-                      "out": str(args.out)}, default=str))
+    from adbench.io import strict_json
+    print(strict_json({"n_volumes": len(rows),
+                       **{k: v for k, v in s.items() if k.endswith(("_mean", "_std", "_n_nan"))},
+                       "out": str(args.out)}))
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adbench.io import atomic_path, atomic_write, quarantine
+from adbench.io import atomic_path, atomic_write, quarantine, strict_json
 
 __all__ = ["LossLog", "save_grid"]
 
@@ -36,7 +36,7 @@ class LossLog:
     def append(self, record: dict, write: bool = True) -> None:
         self.records.append(record)
         if write:
-            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+            atomic_write(self.path, "".join(strict_json(r) + "\n" for r in self.records))
 
 
 def save_grid(img: torch.Tensor, path: Path) -> None:
