@@ -56,7 +56,7 @@ RUNNER_HELP: dict[str, str] = {
     "max_test_volumes": "evaluate only the first N test volumes (null: all)",
     "max_train_volumes": "train on only the first N healthy volumes (null: all)",
     "write_maps": "write maps/<subject>.nii.gz, with the image and masks beside it",
-    "figures": "write figures/ (overlays and the ROC curve)",
+    "figures": "write figures/ (overlay.png, roc_pr.png)",
 }
 
 RUNNER_PRESETS: dict[str, dict[str, Any]] = {

@@ -159,9 +159,13 @@ def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context,
         summary[f"{key}_mean"] = float(np.nanmean([r[key] for r in rows]))
     if spec.runner["figures"]:
         try:
-            from adbench.report.figures import write_run_figures
-            write_run_figures(folder.path, figure_volumes, slice_rule=rule,
-                              min_brain_fraction=cfg.min_brain_fraction)
+            from adbench.report.figures import map_scale_name, write_run_figures
+            # The curves pool every test volume (their regions are in memory for the pooled
+            # ⌈Dice⌉ already); the legend's per-volume means are the summary's.
+            write_run_figures(folder.path, figure_volumes, pairs=pooled,
+                              means={m: summary[f"{m}_mean"] for m in ("auroc", "auprc")},
+                              scale=map_scale_name(summary["localisation"], spec.method),
+                              slice_rule=rule, min_brain_fraction=cfg.min_brain_fraction)
         except ImportError:  # reporting layer not installed in a minimal build
             log.info("figures skipped: adbench.report is unavailable")
     return TestSetResult(rows=rows, summary=summary, skipped=skipped,

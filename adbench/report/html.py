@@ -14,6 +14,7 @@ import math
 from datetime import datetime, timezone
 
 from adbench import __version__
+from adbench.evaluation.stats import MIN_BOOTSTRAP_N
 from adbench.report.tables import METRIC_LABELS, Leaderboard, Table, _footnotes, fmt_cell
 
 __all__ = ["render_html"]
@@ -72,11 +73,24 @@ def _e(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+def _ci_text(c) -> str:
+    """The 95% CI of a cell's mean, saying which interval it is (:func:`~adbench.evaluation.
+    stats.mean_ci` decides)."""
+    if c.ci_kind == "bootstrap":
+        return (f"95% CI (percentile bootstrap over volumes) "
+                f"[{100 * c.ci[0]:.2f}, {100 * c.ci[1]:.2f}]")
+    if c.ci_kind == "t":
+        return (f"n < {MIN_BOOTSTRAP_N}: no bootstrap CI; 95% t-interval "
+                f"[{100 * c.ci[0]:.2f}, {100 * c.ci[1]:.2f}]")
+    return "n < 2: no CI"
+
+
 def _tip(c) -> str:
-    """Tooltip: counts, bootstrap CI and the tests against the best other method."""
+    """Tooltip: counts, a 95% CI of the mean and the tests against the best other method."""
     parts = [f"n={c.n}, NaN={c.n_nan}"]
-    if math.isfinite(c.ci[0]):
-        parts.append(f"95% CI [{100 * c.ci[0]:.2f}, {100 * c.ci[1]:.2f}]")
+    ci = _ci_text(c)
+    if ci:
+        parts.append(ci)
     if c.best_other:
         parts.append(f"vs {c.best_other}: t-test p={c.p:.3g}, Wilcoxon p={c.p_wilcoxon:.3g}")
     return "; ".join(parts)
@@ -136,6 +150,8 @@ def render_html(lb: Leaderboard, figures: list[tuple[str, bytes]] = (), *,
                          f"<figcaption>{_e(caption)}</figcaption></figure>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f'<p class="notes">adbench {_e(__version__)}, generated {stamp}. '
-                 "Click a column header to sort.</p>")
+                 "Click a column header to sort. Hover a cell for n, a 95% CI of the mean "
+                 f"(percentile bootstrap over volumes when n ≥ {MIN_BOOTSTRAP_N}, else a Student-t "
+                 "interval) and the paired tests against the best other method.</p>")
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts)
