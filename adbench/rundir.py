@@ -8,7 +8,7 @@
 ``log.txt``         the run's log
 ``model/``          ``model.json``: where the fitted model lives in the model cache
 ``maps/``           ``<subject>.nii.gz`` anomaly map; ``_image``, ``_brain``, ``_lesion`` beside it
-``figures/``        overlay and ROC curve
+``figures/``        overlay.png and roc_pr.png (ROC and precision-recall)
 ``per_volume.csv``  one row per test volume (floats in shortest round-trip form)
 ``summary.json``    last: its presence marks the run complete
 ``error.txt``       instead of summary.json when the run failed: the traceback; its first
@@ -16,7 +16,8 @@
 ==================  =========================================================================
 
 :class:`RunFolder` creates a fresh folder (never reused) and writes these files atomically;
-:func:`find_runs` and :func:`load_run` read them back and fail with the file name.
+:func:`find_runs` and :func:`load_run` read them back and fail with the file name;
+:func:`scan_runs` reads the complete ones and returns the state of the others instead.
 :func:`run_state` tells the state of a folder without ``summary.json``: ``running``,
 ``killed`` (its marker names a process that is gone), ``interrupted``, ``failed``, or
 ``incomplete`` (no marker: stopped before markers existed).
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+import yaml
 
 from adbench.errors import RunDirError
 from adbench.evaluation.volume import ROW_KEYS
@@ -43,8 +45,8 @@ from adbench.io import (atomic_write, nan_from_null, read_yaml, safe_filename, s
                         write_json, write_yaml)
 
 __all__ = ["RunFolder", "RunRecord", "RunDirError", "RunState", "load_run", "find_runs",
-           "run_state", "unfinished_runs", "weights_key", "definitions_key", "map_subjects",
-           "load_map_volume", "write_run", "write_per_volume", "read_per_volume",
+           "scan_runs", "run_state", "unfinished_runs", "weights_key", "definitions_key",
+           "map_subjects", "load_map_volume", "write_run", "write_per_volume", "read_per_volume",
            "PER_VOLUME_COLUMNS", "read_summary"]
 
 CONFIG, LOG, PER_VOLUME, SUMMARY, ERROR = ("config.yaml", "log.txt", "per_volume.csv",
@@ -194,7 +196,10 @@ def read_summary(path: str | Path) -> dict:
 
 
 def load_run(path: str | Path) -> RunRecord:
-    """Read summary.json, per_volume.csv and (if present) config.yaml of one run folder."""
+    """Read summary.json, per_volume.csv and (if present) config.yaml of one run folder.
+
+    Any file that is missing, unreadable or of the wrong shape is a RunDirError naming it.
+    """
     path = Path(path)
     summary_p, pv_p, cfg_p = path / SUMMARY, path / PER_VOLUME, path / CONFIG
     for p in (summary_p, pv_p):
@@ -205,29 +210,85 @@ def load_run(path: str | Path) -> RunRecord:
         summary = read_summary(summary_p)
     except json.JSONDecodeError as e:
         raise RunDirError(f"{summary_p}: not valid JSON ({e})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{summary_p}: cannot be read ({e})") from e
     try:
         per_volume = read_per_volume(pv_p)
-    except ValueError as e:
+    except OSError as e:
+        raise RunDirError(f"{pv_p}: cannot be read ({e})") from e
+    except ValueError as e:   # UnicodeDecodeError too
         raise RunDirError(str(e)) from e
-    config = read_yaml(cfg_p) if cfg_p.is_file() else {}
+    try:
+        config = read_yaml(cfg_p) if cfg_p.is_file() else {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{cfg_p}: not readable YAML ({' '.join(str(e).split())})") from e
+    for p, obj in ((summary_p, summary), (cfg_p, config or {})):
+        if not isinstance(obj, dict):
+            raise RunDirError(f"{p}: expected a mapping, got {type(obj).__name__}")
     return RunRecord(path=path, summary=summary, config=config or {}, per_volume=per_volume)
 
 
+def _run_folders(root: Path) -> Iterator[Path]:
+    """Run folders at or below ``root``: folders holding summary.json, running.json,
+    error.txt or config.yaml (their maps/ and figures/ are not searched)."""
+    for dirpath, dirs, files in os.walk(root):
+        if {SUMMARY, RUNNING, ERROR, CONFIG} & set(files):
+            dirs[:] = []
+            yield Path(dirpath).resolve()
+        else:
+            dirs.sort()
+
+
 def find_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
-    """Every run folder at or below ``paths`` (a folder holding summary.json), sorted by path."""
+    """Every complete run folder at or below ``paths`` (a folder holding summary.json), read
+    and sorted by path. Strict: a path that does not exist, a path with no complete run at
+    or below it, or a complete run that cannot be read is a RunDirError naming it
+    (:func:`scan_runs` skips the last two instead)."""
     found: dict[Path, None] = {}
     for p in map(Path, paths):
         if not p.exists():
             raise RunDirError(f"{p}: no such run folder or folder of runs")
-        if (p / "summary.json").is_file():
-            found[p.resolve()] = None
-            continue
-        hits = sorted(q.parent.resolve() for q in p.rglob("summary.json"))
+        hits = [d for d in _run_folders(p) if (d / SUMMARY).is_file()]
         if not hits:
             raise RunDirError(f"{p}: no run folder below it (no summary.json found); pass "
                               "runs/<dataset>/<method>/<run-id>/ or a folder above such folders")
         found.update(dict.fromkeys(hits))
     return [load_run(p) for p in sorted(found)]
+
+
+def scan_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[RunState]]:
+    """Every run folder at or below ``paths``, for a reader that goes on past broken ones.
+
+    Returns (the complete runs, read, sorted by path; the state of every folder left out,
+    sorted by path): ``running``, ``killed``, ``interrupted``, ``failed`` or ``incomplete``
+    (:func:`run_state`), ``unreadable`` (summary.json present, but a file cannot be read:
+    the detail is the RunDirError's message) or ``empty`` (a path given that holds no run
+    folder at all). Only a path that does not exist raises RunDirError.
+    """
+    complete: dict[Path, RunRecord] = {}
+    skipped: dict[Path, RunState] = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise RunDirError(f"{p}: no such run folder or folder of runs")
+        folders = list(_run_folders(p))
+        if not folders:
+            skipped[p.resolve()] = RunState(p.resolve(), "empty", "no run folder at or below it "
+                                            f"(no {SUMMARY}, {CONFIG}, {RUNNING} or {ERROR})")
+        for d in folders:
+            if d in complete or d in skipped:
+                continue
+            try:
+                st = run_state(d)
+            except OSError as e:
+                st = RunState(d, "unreadable", f"cannot be read ({e})")
+            if st.state != "complete":
+                skipped[d] = st
+                continue
+            try:
+                complete[d] = load_run(d)
+            except RunDirError as e:
+                skipped[d] = RunState(d, "unreadable", " ".join(str(e).split()))
+    return ([complete[d] for d in sorted(complete)], [skipped[d] for d in sorted(skipped)])
 
 
 # -- run state -------------------------------------------------------------------------------
@@ -283,7 +344,8 @@ def _alive(marker: dict) -> bool | None:
 @dataclass
 class RunState:
     """The state of one run folder: ``complete``, ``running``, ``killed``, ``interrupted``,
-    ``failed`` or ``incomplete``, and a one-line detail."""
+    ``failed`` or ``incomplete`` (and, from :func:`scan_runs`, ``unreadable`` or ``empty``),
+    and a one-line detail."""
 
     path: Path
     state: str
@@ -321,13 +383,8 @@ def unfinished_runs(paths: Iterable[str | Path]) -> list[RunState]:
     """The state of every run folder at or below ``paths`` that has no summary.json (a folder
     holding running.json, error.txt or config.yaml), sorted by path; missing paths are
     skipped (:func:`find_runs` reports them)."""
-    found: set[Path] = set()
-    for p in map(Path, paths):
-        for root, dirs, files in os.walk(p):
-            if SUMMARY in files or {RUNNING, ERROR, CONFIG} & set(files):
-                dirs[:] = []  # a run folder: its maps/ and figures/ hold no runs
-                if SUMMARY not in files:
-                    found.add(Path(root).resolve())
+    found = {d for p in map(Path, paths) if p.exists() for d in _run_folders(p)
+             if not (d / SUMMARY).is_file()}
     return [run_state(d) for d in sorted(found)]
 
 

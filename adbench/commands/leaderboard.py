@@ -4,8 +4,12 @@ Reads every run folder at or below RUN_DIRS and prints (or writes with --out) th
 Table 1 shape as Markdown, LaTeX, CSV or one self-contained HTML page. Runs whose pretrained
 weights or metric definitions differ go to separate tables, and a warning says so (also on
 stderr). --figures DIR writes the box plots, ROC curves and the Fig. 2 comparison as PNG; the
-HTML page embeds them in any case. Run folders without summary.json are not in the tables;
-each is listed with its state (running, killed, interrupted, failed, incomplete).
+HTML page embeds them in any case.
+
+Run folders that are not complete (no summary.json, or a file that cannot be read) are
+skipped, each with a one-line warning naming the folder and its state (running, killed,
+interrupted, failed, incomplete, unreadable), so ``adbench leaderboard runs/synth/*/*`` works
+after a failed run; the exit status is 2 only when no complete run remains.
 """
 from __future__ import annotations
 
@@ -41,9 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from adbench.evaluation.volume import ROW_KEYS
-    from adbench.report import (RunDirError, build_leaderboard, find_runs, render_csv, render_latex,
-                                render_markdown)
-    from adbench.rundir import unfinished_runs
+    from adbench.report import build_leaderboard, render_csv, render_latex, render_markdown
+    from adbench.rundir import scan_runs
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     valid = [k for k in ROW_KEYS if not k.startswith("n_")]
@@ -52,16 +55,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"adbench leaderboard: error: --metrics {args.metrics!r}: unknown {unknown}; "
               f"valid: {','.join(valid)}", file=sys.stderr)
         return 2
-    unfinished = [f"{st.path}: {st.state}" + (f" ({st.detail})" if st.detail else "")
-                  + "; not in the tables" for st in unfinished_runs(args.run_dirs)]
-    try:
-        runs = find_runs(args.run_dirs)
-    except RunDirError:
-        for line in unfinished:
+    runs, skipped = scan_runs(args.run_dirs)   # RunDirError only for a path that does not exist
+    notes = [f"{st.path}: {st.state}" + (f" ({st.detail})" if st.detail else "") + "; skipped"
+             for st in skipped]
+    if not runs:
+        for line in notes:
             print(f"adbench leaderboard: {line}", file=sys.stderr)
-        raise
+        n = len(args.run_dirs)
+        where = args.run_dirs[0] if n == 1 else f"the {n} paths given"
+        print(f"adbench leaderboard: error: no complete run folder in {where} (a complete run "
+              "holds summary.json); pass runs/<dataset>/<method>/<run-id>/ or a folder above "
+              "such folders", file=sys.stderr)
+        return 2
     lb = build_leaderboard(runs, metrics)
-    lb.warnings.extend(unfinished)
+    lb.warnings.extend(notes)
     for w in lb.warnings:
         print(f"adbench leaderboard: {w}", file=sys.stderr)
     figures = []

@@ -42,7 +42,7 @@ from adbench.io import (CorruptCacheError, atomic_path, cache_dir, file_sha256, 
 from adbench.locking import read_json, update_json
 
 __all__ = ["SliceCache", "iter_preprocessed", "to_slices", "finalize_image", "prune_cache",
-           "LOCATION_PARAMS", "CACHE_VERSION"]
+           "LOCATION_PARAMS", "LOCATION_SUFFIXES", "CACHE_VERSION"]
 
 log = logging.getLogger("adbench")
 
@@ -54,14 +54,14 @@ CACHE_VERSION = 2
 #: A dataset adds its own with a ``location_params`` attribute; names ending in ``_root``,
 #: ``_dir`` or ``_path`` count too.
 LOCATION_PARAMS = frozenset({"data_root", "cache_dir", "manifest"})
-_LOCATION_SUFFIXES = ("_root", "_dir", "_path")
+LOCATION_SUFFIXES = ("_root", "_dir", "_path")
 
 
 def content_params(dataset: Dataset) -> dict[str, Any]:
     """``dataset.params()`` without the parameters that only locate its files."""
     skip = LOCATION_PARAMS | set(getattr(dataset, "location_params", ()))
     return {k: v for k, v in dataset.params().items()
-            if k not in skip and not k.endswith(_LOCATION_SUFFIXES)}
+            if k not in skip and not k.endswith(LOCATION_SUFFIXES)}
 
 
 class SliceCache:

@@ -1,9 +1,12 @@
 """Reporting: run folders → leaderboards (md, LaTeX, CSV, HTML) and figures.
 
 * :mod:`.rundir`  — read run folders (architecture §5);
-* :mod:`.tables`  — the paper's Table 1 shape, stars and bold, md/LaTeX/CSV renderers;
+* :mod:`.identity` — which runs are one cell (the resolved config, overrides included) and
+  the row labels that say what differs;
+* :mod:`.tables`  — the paper's Table 1 shape, stars and bold, seeds merged, md/LaTeX/CSV;
 * :mod:`.html`    — one self-contained, sortable, offline HTML page;
-* :mod:`.figures` — Fig. 2 comparison, ROC curves, box plots, and per-run figures.
+* :mod:`.curves`  — exact pooled ROC and precision-recall curves;
+* :mod:`.figures` — Fig. 2 comparison, ROC and PR curves, box plots, and per-run figures.
 """
 from __future__ import annotations
 

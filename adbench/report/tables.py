@@ -8,26 +8,34 @@ Runs are never mixed silently:
   separate tables, and the leaderboard carries a visible warning; runs without pretrained
   weights (e.g. ``zscore``) appear in every table, since no weights can disagree with theirs;
 * runs evaluated under different metric definitions (region rule, slice rule, Dice variant)
-  go to separate tables, with a warning.
+  go to separate tables, with a warning;
+* runs of one method whose resolved configs differ (:mod:`adbench.report.identity`: the
+  whole config.yaml, ``--set`` overrides included, less what does not change numbers) are
+  separate rows, labelled by what differs: ``scrps (l2=6)``, ``scrps (l2=9)``.
 
-Several runs of one method on one dataset (seeds, presets, training sets) become separate
-rows, labelled by what differs. Two runs that agree on all of that (re-runs) keep the newest
-and a warning says which was left out.
+Runs of one identity with different seeds are one row: each test volume's value is its mean
+over the seeds, the cell is mean ± std over those volumes (the stars test them), and the cell
+also shows the spread over seeds. Two runs that agree on identity and seed (re-runs) keep the
+newest, and a warning says which was left out.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from adbench.evaluation.stats import bootstrap_ci, star_rule
+from adbench.evaluation.stats import mean_ci, star_rule
+from adbench.report.identity import (SMOKE, SMOKE_LABEL, UNSET, format_item, identity,
+                                     identity_key, key_name, natural_key, row_keys, row_labels)
 from adbench.rundir import RunRecord, definitions_key, weights_key
 
 __all__ = ["Cell", "Table", "Leaderboard", "build_leaderboard", "render_markdown",
-           "render_latex", "render_csv", "METRIC_LABELS", "DEFAULT_METRICS"]
+           "render_latex", "render_csv", "METRIC_LABELS", "DEFAULT_METRICS", "SMOKE",
+           "SMOKE_LABEL"]
 
 DEFAULT_METRICS = ("auroc", "dice_max")
 METRIC_LABELS = {"auroc": "AUROC", "dice_max": "⌈Dice⌉", "auprc": "AUPRC"}
@@ -36,7 +44,10 @@ _LATEX_METRIC = {"auroc": "AUROC", "dice_max": r"$\lceil$Dice$\rceil$", "auprc":
 
 @dataclass
 class Cell:
-    """One (method, dataset, metric) entry; values are fractions (the renderers show percent)."""
+    """One (row, dataset, metric) entry; values are fractions (the renderers show percent).
+
+    With several seeds, ``mean`` and ``std`` are over the volumes' means over seeds, and
+    ``seed_std`` is the std (ddof=1) over seeds of each seed's mean over the same volumes."""
 
     mean: float
     std: float
@@ -47,7 +58,10 @@ class Cell:
     p: float = math.nan           # paired t-test vs best_other (drives the star)
     best_other: str | None = None
     p_wilcoxon: float = math.nan  # Wilcoxon signed-rank vs best_other (reported only)
-    ci: tuple[float, float] = (math.nan, math.nan)  # bootstrap 95% CI of the mean (seed 0)
+    ci: tuple[float, float] = (math.nan, math.nan)  # 95% CI of the mean (stats.mean_ci)
+    ci_kind: str = "none"         # "bootstrap" (n >= 10, seed 0), "t" (n < 10) or "none"
+    n_seeds: int = 1
+    seed_std: float = math.nan    # std over seeds of the per-seed means (NaN: one seed)
 
 
 @dataclass
@@ -59,7 +73,12 @@ class Table:
     metrics: list[str]
     rows: list[str]
     cells: dict[tuple[str, str, str], Cell]
-    runs: dict[tuple[str, str], RunRecord] = field(default_factory=dict)  # (row, dataset) → run
+    # (row, dataset) → the run its cells come from; for several seeds a RunRecord of the
+    # lowest seed's folder (its maps/) whose per_volume holds the per-volume means over seeds
+    runs: dict[tuple[str, str], RunRecord] = field(default_factory=dict)
+    members: dict[tuple[str, str], list[RunRecord]] = field(default_factory=dict)  # the seeds' runs
+    differs: dict[str, list[tuple]] = field(default_factory=dict)  # row → [((section, key), v)]
+    shortened: dict[str, bool] = field(default_factory=dict)  # row → its label omits a difference
 
 
 @dataclass
@@ -75,29 +94,20 @@ def _describe_weights(key: tuple) -> str:
     return "; ".join(f"{b}: {i[:19]}" + ("…" if len(i) > 19 else "") for b, i in key)
 
 
-def _row_keys(runs: list[RunRecord]) -> dict[int, tuple]:
-    # A model trained on the test dataset's own train split lines up across datasets.
-    return {id(r): (r.method, "own" if r.train_on == r.dataset else r.train_on, str(r.preset),
-                    str(r.seed)) for r in runs}
+def _seed_order(r: RunRecord) -> tuple:
+    s = r.seed
+    return (0, s, "") if isinstance(s, int) and not isinstance(s, bool) else (1, 0, str(s))
 
 
-SMOKE = "smoke"
-SMOKE_LABEL = "smoke: pipeline check"
-
-
-def _labels(keys: list[tuple]) -> dict[tuple, str]:
-    """Row label = method name plus only the attributes that differ among its rows."""
-    out = {}
-    for k in keys:
-        same = [o for o in keys if o[0] == k[0]]
-        parts = [k[0]]
-        for i, name in ((1, "train: "), (2, "preset "), (3, "seed ")):
-            if i == 2 and k[i] == SMOKE:
-                parts.append(SMOKE_LABEL)   # always shown: smoke numbers are not results
-            elif len({o[i] for o in same}) > 1:
-                parts.append(f"{name}{k[i]}")
-        out[k] = parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
-    return out
+def _rerun_note(keep: RunRecord, drop: RunRecord) -> str:
+    a, b = identity(keep, everything=True), identity(drop, everything=True)
+    diff = [key_name(k) for k in {**a, **b}
+            if k[0] != "versions" and json.dumps(a.get(k, UNSET), default=str)
+            != json.dumps(b.get(k, UNSET), default=str)]
+    return (f"{drop.path}: same method, dataset, configuration and seed as {keep.path}"
+            + (f" (it differs only in {', '.join(diff)}: keys that do not change results)"
+               if diff else "")
+            + "; only the newer run is shown")
 
 
 def build_leaderboard(runs: list[RunRecord], metrics=DEFAULT_METRICS, *,
@@ -105,15 +115,14 @@ def build_leaderboard(runs: list[RunRecord], metrics=DEFAULT_METRICS, *,
     """Group runs into comparable tables and compute cells, stars and bold."""
     metrics = list(metrics)
     warnings: list[str] = []
-    # Deduplicate re-runs: the same (dataset, method, train_on, preset, seed) keeps the newest.
+    # Deduplicate re-runs: the same identity, seed, weights and definitions keeps the newest.
     newest: dict[tuple, RunRecord] = {}
     for r in runs:
-        key = (r.dataset, *_row_keys([r])[id(r)])
+        key = (identity_key(r), str(r.seed), weights_key(r.weights), definitions_key(r.definitions))
         old = newest.get(key)
         if old is not None:
             keep, drop = sorted([old, r], key=lambda x: (x.path.stat().st_mtime, str(x.path)))[::-1]
-            warnings.append(f"{drop.path}: same method, dataset, training set, preset and seed as "
-                            f"{keep.path}; only the newer run is shown")
+            warnings.append(_rerun_note(keep, drop))
             newest[key] = keep
         else:
             newest[key] = r
@@ -136,7 +145,7 @@ def build_leaderboard(runs: list[RunRecord], metrics=DEFAULT_METRICS, *,
         groups = [[r for r in druns if weights_key(r.weights) in (wk, ())] for wk in wkeys] or [druns]
         weight_groups_seen.update(wkeys)
         for wk, group in zip(wkeys or [()], groups):
-            tables.append(_table(group, metrics, wk, alpha))
+            tables.append(_table(group, metrics, wk, alpha, warnings))
     if len(weight_groups_seen) > 1:
         warnings.append("WARNING: runs used different pretrained weights ("
                         + " | ".join(_describe_weights(k) for k in sorted(weight_groups_seen))
@@ -151,12 +160,59 @@ def build_leaderboard(runs: list[RunRecord], metrics=DEFAULT_METRICS, *,
     return Leaderboard(tables=tables, warnings=warnings, metrics=metrics)
 
 
-def _table(runs: list[RunRecord], metrics: list[str], wkey: tuple, alpha: float) -> Table:
-    keys = _row_keys(runs)
-    labels = _labels(sorted(set(keys.values())))
-    rows = sorted(set(labels.values()), key=str.lower)
+def _seed_mean(members: list[RunRecord], where: str, warnings: list[str]) -> RunRecord:
+    """One RunRecord standing for the seeds' runs: the first one's folder, and per volume the
+    mean over seeds of every metric (NaN when a seed's value is NaN); counts (``n_*``) and
+    text are the first run's. Volumes not in every seed's per_volume.csv are left out."""
+    first = members[0]
+    if len(members) == 1:
+        return first
+    by_subject = [{row["subject"]: row for row in r.per_volume} for r in members]
+    common = [s for s in by_subject[0] if all(s in b for b in by_subject[1:])]
+    n_all = len(set().union(*by_subject))
+    if len(common) < n_all:
+        warnings.append(f"{where}: its {len(members)} seeds' runs hold different test volumes; "
+                        f"only the {len(common)} of {n_all} that every seed has are used")
+    rows = []
+    for s in common:
+        row = dict(by_subject[0][s])
+        for key in row:
+            vals = [b[s].get(key) for b in by_subject]
+            if (key != "subject" and not key.startswith("n_")
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals)):
+                row[key] = float(np.mean(vals))
+        rows.append(row)
+    meta = {"seeds": [r.seed for r in members], "runs": [str(r.path) for r in members]}
+    return RunRecord(path=first.path, summary=first.summary, config=first.config, per_volume=rows,
+                     meta=meta)
+
+
+def _seed_std(members: list[RunRecord], agg: dict[str, float], metric: str) -> float:
+    """Std (ddof=1) over seeds of each seed's mean over the volumes finite in ``agg``."""
+    keep = [s for s, v in agg.items() if math.isfinite(v)]
+    if len(members) < 2 or not keep:
+        return math.nan
+    means = [float(np.mean([r.values(metric)[s] for s in keep])) for r in members]
+    return float(np.std(means, ddof=1))
+
+
+def _table(runs: list[RunRecord], metrics: list[str], wkey: tuple, alpha: float,
+           warnings: list[str]) -> Table:
+    keys = row_keys(runs)
+    values: dict[tuple, dict] = {}
+    for r in runs:
+        ident = identity(r)
+        values.setdefault(keys[id(r)], {n: ident.get(n, UNSET) for n, _ in keys[id(r)][1]})
+    info = row_labels(sorted(set(keys.values())), values)
+    label = {k: v["label"] for k, v in info.items()}
+    rows = sorted(set(label.values()), key=lambda s: natural_key(s))
     datasets = sorted({r.dataset for r in runs}, key=str.lower)
-    placed = {(labels[keys[id(r)]], r.dataset): r for r in runs}
+    members: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in runs:
+        members.setdefault((label[keys[id(r)]], r.dataset), []).append(r)
+    for runs_ in members.values():
+        runs_.sort(key=lambda r: (_seed_order(r), str(r.path)))
+    placed = {k: _seed_mean(m, f"{k[0]} on {k[1]}", warnings) for k, m in members.items()}
     cells: dict[tuple[str, str, str], Cell] = {}
     for ds in datasets:
         for m in metrics:
@@ -170,7 +226,10 @@ def _table(runs: list[RunRecord], metrics: list[str], wkey: tuple, alpha: float)
                     std=float(f.std(ddof=1)) if f.size > 1 else math.nan,
                     n=int(f.size), n_nan=int(v.size - f.size), star=stars[row]["starred"],
                     p=stars[row]["p"], best_other=stars[row]["best_other"],
-                    p_wilcoxon=stars[row]["p_wilcoxon"], ci=bootstrap_ci(f, seed=0))
+                    p_wilcoxon=stars[row]["p_wilcoxon"], ci=mean_ci(f, seed=0)[:2],
+                    ci_kind=mean_ci(f, seed=0)[2],
+                    n_seeds=len(members[(row, ds)]),
+                    seed_std=_seed_std(members[(row, ds)], vals, m))
             means = {row: cells[(row, ds, m)].mean for row in col}
             finite = [x for x in means.values() if math.isfinite(x)]
             if finite:
@@ -179,11 +238,14 @@ def _table(runs: list[RunRecord], metrics: list[str], wkey: tuple, alpha: float)
                     cells[(row, ds, m)].best = x == top
     defs = runs[0].definitions if runs else None
     return Table(title="", weights=wkey, definitions=defs, datasets=datasets, metrics=metrics,
-                 rows=rows, cells=cells, runs=placed)
+                 rows=rows, cells=cells, runs=placed, members=members,
+                 differs={v["label"]: v["differs"] for v in info.values()},
+                 shortened={v["label"]: v["shortened"] for v in info.values()})
 
 
 def fmt_cell(c: Cell | None) -> str:
-    """"89.43 ± 7.03" in percent (no markup); "–" when absent, "n/a" when all NaN."""
+    """"89.43 ± 7.03" in percent (no markup), "89.43 ± 7.03 (3 seeds, ±0.40)" for a row of
+    several seeds; "–" when absent, "n/a" when all NaN."""
     if c is None:
         return "–"
     if not math.isfinite(c.mean):
@@ -191,7 +253,14 @@ def fmt_cell(c: Cell | None) -> str:
     s = f"{100 * c.mean:.2f}"
     if math.isfinite(c.std):
         s += f" ± {100 * c.std:.2f}"
-    return s
+    return s + _seeds_note(c)
+
+
+def _seeds_note(c: Cell) -> str:
+    if c.n_seeds < 2:
+        return ""
+    spread = f", ±{100 * c.seed_std:.2f}" if math.isfinite(c.seed_std) else ""
+    return f" ({c.n_seeds} seeds{spread})"
 
 
 def _nan_note(c: Cell | None) -> str:
@@ -201,6 +270,15 @@ def _nan_note(c: Cell | None) -> str:
 def _footnotes(lb: Leaderboard, t: Table) -> list[str]:
     notes = ["mean ± std (ddof=1) over test volumes, in percent; * = better than the best other "
              "method with paired t-test p < 0.05; bold = best mean."]
+    if any(c.n_seeds > 1 for c in t.cells.values()):
+        notes.append("(k seeds, ±s): the row's k runs differ only in seed; each volume's value is "
+                     "its mean over the seeds, mean ± std are over those volumes (the stars test "
+                     "them), and ±s is the std (ddof=1) over seeds of each seed's mean over the "
+                     "same volumes.")
+    full = [f"{row}: " + ", ".join(format_item(k, v) for k, v in t.differs[row])
+            for row in t.rows if t.shortened.get(row)]
+    if full:
+        notes.append("rows whose label is shortened differ in: " + "; ".join(full))
     nan = [(r, d, m, c.n_nan) for (r, d, m), c in t.cells.items() if c.n_nan]
     if nan:
         notes.append("† volumes without both classes in the region (NaN) excluded from that mean: "
@@ -251,7 +329,9 @@ def _latex_cell(c: Cell | None) -> str:
     if c.best:
         body = rf"\mathbf{{{body}}}"
     sup = ("*" if c.star else "") + (r"\dagger" if c.n_nan else "")
-    return f"${body}" + (f"^{{{sup}}}" if sup else "") + "$"
+    seeds = _seeds_note(c)
+    return (f"${body}" + (f"^{{{sup}}}" if sup else "") + "$"
+            + (rf"\,{{\scriptsize{_tex(seeds)}}}" if seeds else ""))
 
 
 def render_latex(lb: Leaderboard) -> str:
@@ -286,23 +366,34 @@ def render_latex(lb: Leaderboard) -> str:
 
 
 def render_csv(lb: Leaderboard) -> str:
-    """Long format, one line per (table, method, dataset, metric); values as fractions."""
+    """Long format, one line per (table, row, dataset, metric); values as fractions.
+
+    ``differs``: JSON of the config keys whose values differ among the method's rows (``--set``
+    names; a key the run lacks is left out). ``seeds``, ``runs``: JSON lists of the seeds and
+    run folders the row aggregates; ``seed_std``: std over seeds of the per-seed means."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "method", "dataset", "metric", "mean", "std", "ci95_low", "ci95_high", "n",
+    w.writerow(["table", "method", "dataset", "metric", "mean", "std", "ci95_low", "ci95_high",
+                "ci95_kind", "n",
                 "n_nan", "star", "best", "best_other", "p_ttest_vs_best_other",
-                "p_wilcoxon_vs_best_other", "weights", "slice_rule", "run"])
+                "p_wilcoxon_vs_best_other", "weights", "slice_rule", "n_seeds", "seed_std",
+                "seeds", "differs", "runs"])
     for t in lb.tables:
         for row in t.rows:
+            differs = json.dumps({key_name(k): v for k, v in t.differs.get(row, [])
+                                  if v is not UNSET}, default=str)
             for d in t.datasets:
                 for m in t.metrics:
                     c = t.cells.get((row, d, m))
                     if c is None:
                         continue
-                    run = t.runs[(row, d)]
+                    members = t.members[(row, d)]
                     w.writerow([t.title, row, d, m, repr(c.mean), repr(c.std), repr(c.ci[0]),
-                                repr(c.ci[1]), c.n, c.n_nan, int(c.star), int(c.best),
+                                repr(c.ci[1]), c.ci_kind, c.n, c.n_nan, int(c.star), int(c.best),
                                 c.best_other or "", repr(c.p), repr(c.p_wilcoxon),
                                 _describe_weights(t.weights),
-                                (t.definitions or {}).get("slice_rule", ""), str(run.path)])
+                                (t.definitions or {}).get("slice_rule", ""), c.n_seeds,
+                                repr(c.seed_std),
+                                json.dumps([r.seed for r in members], default=str), differs,
+                                json.dumps([str(r.path) for r in members])])
     return buf.getvalue()

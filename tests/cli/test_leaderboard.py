@@ -10,7 +10,7 @@ import pytest
 from adbench.cli import main
 from adbench.evaluation.volume import evaluate_volume
 from adbench.io import save_nifti
-from adbench.rundir import write_run
+from adbench.rundir import RunFolder, write_run
 
 SHAPE = (20, 16, 8)
 AFFINE = np.eye(4)
@@ -68,7 +68,7 @@ def test_html_and_figures(runs, tmp_path, capsys):
     assert main(["leaderboard", str(root / "synth"), "--format", "html", "--out", str(out),
                  "--figures", str(figs), "--metrics", "auroc,dice_max,auprc"]) == 0
     names = sorted(p.name for p in figs.iterdir())
-    assert names == ["t1_synth_boxplot.png", "t1_synth_comparison.png", "t1_synth_roc.png"]
+    assert names == ["t1_synth_boxplot.png", "t1_synth_comparison.png", "t1_synth_roc_pr.png"]
     import matplotlib.image as mpimg
     for p in figs.iterdir():
         img = mpimg.imread(p)
@@ -85,6 +85,37 @@ def test_errors(tmp_path, capsys):
     assert "no run folder" in capsys.readouterr().err
     assert main(["leaderboard", str(tmp_path), "--metrics", "dice"]) == 2
     assert "valid: auroc,dice_max,auprc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv", "html"])
+def test_incomplete_folders_are_skipped_with_one_line_each(tmp_path, fmt, capsys):
+    """README's Quickstart glob (runs/synth/*/*) after a failed run, a broken one and a stray
+    folder: each is named on one stderr line with its state, the complete run is shown."""
+    root = tmp_path / "runs"
+    rows = [{"subject": f"v{i}", "auroc": 0.6 + 0.05 * i, "dice_max": 0.3, "auprc": 0.2,
+             "n_voxels": 10, "n_lesion_voxels": 2, "n_slices": 1} for i in range(4)]
+    write_run(root / "synth" / "zscore" / "done", rows, method="zscore", dataset="synth", seed=0)
+    failed = RunFolder.create(root, "synth", "zscore", 1)
+    failed.write_config({"method": "zscore", "dataset": "synth", "seed": 1})
+    failed.write_error(ValueError("bad input"))
+    broken = write_run(root / "synth" / "padim" / "broken", rows, method="padim", dataset="synth")
+    (broken / "per_volume.csv").unlink()
+    (root / "synth" / "padim" / "notes").mkdir()
+    paths = sorted(str(p) for p in root.glob("synth/*/*"))
+    assert len(paths) == 4
+    out = tmp_path / f"lb.{fmt}"
+    assert main(["leaderboard", *paths, "--format", fmt, "--out", str(out), "--no-maps"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    for folder, state in ((failed.path, "failed (ValueError: bad input)"),
+                          (broken, "unreadable"), (root / "synth" / "padim" / "notes", "empty")):
+        mine = [ln for ln in err if str(folder.resolve()) in ln]
+        assert len(mine) == 1 and mine[0].endswith("; skipped")
+        assert mine[0].startswith(f"adbench leaderboard: {folder.resolve()}: {state}")
+    assert "zscore" in out.read_text()
+
+    assert main(["leaderboard", str(failed.path), str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "failed (ValueError: bad input); skipped" in err and "no complete run folder" in err
 
 
 @pytest.mark.slow
@@ -111,5 +142,7 @@ def test_end_to_end_two_real_runs(tmp_path, monkeypatch, capsys):
     for fmt in ("md", "latex", "csv", "html"):
         f = tmp_path / f"lb.{fmt}"
         assert main(["leaderboard", str(out), "--format", fmt, "--out", str(f)]) == 0
-        # smoke rows always say they are pipeline checks; the seed tells the two apart
-        assert "zscore (smoke: pipeline check, seed 1)" in f.read_text().replace(r"\_", "_")
+        # smoke rows always say they are pipeline checks; the two seeds are one row
+        text = f.read_text().replace(r"\_", "_")
+        assert "zscore (smoke: pipeline check)" in text and "seed 1" not in text
+        assert "2 seeds" in text or fmt == "csv"

@@ -28,10 +28,12 @@ def rows_from(values: dict[str, list[float]], subjects=None) -> list[dict]:
 @pytest.fixture
 def make_run(tmp_path):
     def make(method, dataset, values, *, seed=0, weights=None, slice_rule="lesion", root=None,
-             run_id="r0", subjects=None):
+             run_id="r0", subjects=None, config=None, train_on=None):
+        """config: resolved-config sections as config.yaml holds them (method_config, ...)."""
         d = (root or tmp_path / "runs") / dataset / method / f"{run_id}-s{seed}"
         return write_run(d, rows_from(values, subjects), method=method, dataset=dataset,
-                         seed=seed, weights=weights, slice_rule=slice_rule)
+                         seed=seed, weights=weights, slice_rule=slice_rule, config=config,
+                         train_on=train_on)
     return make
 
 

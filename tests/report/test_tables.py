@@ -98,7 +98,7 @@ def test_different_definitions_are_separated(tmp_path, make_run, table_values):
     assert {t.definitions["slice_rule"] for t in lb.tables} == {"lesion", "brain"}
 
 
-def test_seeds_become_rows_nan_is_noted_reruns_warned(tmp_path, make_run, table_values):
+def test_seeds_are_one_row_nan_is_noted_reruns_warned(tmp_path, make_run, table_values):
     vals = {k: np.array(v, dtype=float) for k, v in table_values["beta"].items()}
     make_run("beta", "synthA", vals, seed=0)
     vals1 = {k: v.copy() for k, v in vals.items()}
@@ -108,13 +108,14 @@ def test_seeds_become_rows_nan_is_noted_reruns_warned(tmp_path, make_run, table_
     os.utime(old, (1e9, 1e9))  # ... made long ago: the NaN-holding run is the newer one
     lb = build_leaderboard(find_runs([tmp_path / "runs"]))
     t = lb.tables[0]
-    assert t.rows == ["beta (seed 0)", "beta (seed 1)"]
+    assert t.rows == ["beta"]  # two seeds, one row
     assert [w for w in lb.warnings if "only the newer run is shown" in w][0].startswith(str(old))
-    c = t.cells[("beta (seed 1)", "synthA", "auroc")]
-    assert (c.n, c.n_nan) == (10, 2)
+    c = t.cells[("beta", "synthA", "auroc")]
+    assert (c.n, c.n_nan, c.n_seeds) == (10, 2, 2)  # a volume NaN in one seed is NaN in the mean
     assert c.mean == pytest.approx(np.nanmean(vals1["auroc"]))
+    assert c.seed_std == pytest.approx(0.0, abs=1e-12)  # the seeds agree on the other volumes
     md = render_markdown(lb)
-    assert "†" in md and "beta (seed 1)/synthA/auroc: 2" in md
+    assert "†" in md and "beta/synthA/auroc: 2" in md and "(2 seeds, ±0.00)" in md
 
 
 def test_missing_files_are_named(tmp_path, make_run, table_values):
@@ -127,6 +128,27 @@ def test_missing_files_are_named(tmp_path, make_run, table_values):
         find_runs([tmp_path / "empty"])
     with pytest.raises(RunDirError, match="no such run folder"):
         find_runs([tmp_path / "absent"])
+
+
+def test_scan_runs_skips_what_find_runs_refuses(tmp_path, make_run, table_values):
+    from adbench.rundir import scan_runs
+
+    good = make_run("beta", "synthA", table_values["beta"])
+    bad = make_run("beta", "synthA", table_values["beta"], run_id="r1")
+    (bad / "summary.json").write_text("{")
+    failed = tmp_path / "runs" / "synthA" / "beta" / "failed"
+    failed.mkdir()
+    (failed / "error.txt").write_text("Traceback ...\nValueError: bad input\n")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="not valid JSON"):
+        find_runs([tmp_path / "runs"])
+    runs, skipped = scan_runs([tmp_path / "runs", tmp_path / "empty", failed])
+    assert [r.path for r in runs] == [good.resolve()]
+    assert {st.path.name: st.state for st in skipped} == {
+        "failed": "failed", bad.name: "unreadable", "empty": "empty"}
+    assert all("\n" not in st.detail for st in skipped)
+    with pytest.raises(RunDirError, match="no such run folder"):
+        scan_runs([tmp_path / "absent"])
 
 
 def test_csv_reports_wilcoxon_and_bootstrap(tmp_path, make_run, table_values):
