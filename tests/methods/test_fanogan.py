@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from payloads import assert_same_payload
 
 from adbench import Context
 from adbench.methods.fanogan import plugin
@@ -39,22 +40,6 @@ def _log(path):
             for line in path.read_text().splitlines()]
 
 
-def _same(a, b, where="state"):
-    """Bitwise equality of nested checkpoint payloads."""
-    if torch.is_tensor(a):
-        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for k in a:
-            _same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{k}]")
-    else:
-        assert a == b, (where, a, b)
-
-
 def _folders(workdir):
     """(GAN folder, encoder folder of the final GAN) of the one work folder under workdir."""
     (work,) = workdir.glob("fanogan-*")
@@ -84,8 +69,8 @@ def test_modules_are_built_from_the_seed_without_touching_global_rng():
     state = torch.random.get_rng_state()
     (G1, D1), (G2, D2) = build_gan(cfg, 3), build_gan(cfg, 3)
     assert torch.equal(torch.random.get_rng_state(), state)
-    _same(G1.state_dict(), G2.state_dict())
-    _same(D1.state_dict(), D2.state_dict())
+    assert_same_payload(G1.state_dict(), G2.state_dict())
+    assert_same_payload(D1.state_dict(), D2.state_dict())
     E = build_encoder(cfg, 3)
     assert not torch.equal(E.body[0].weight, D1.body[0].weight)   # same shape, other init
 
@@ -170,8 +155,8 @@ def test_encoder_stage_trains_e_and_leaves_g_and_d_bit_identical(tmp_path):
     e_init = build_encoder(net, seed=0).state_dict()
     enc, _ = train_encoder(images, cfg, net, gan.G, gan.D, tmp_path / "e",
                            gan_iteration=out["iteration"], seed=0)
-    _same(gan.G.state_dict(), g_before, "G")
-    _same(gan.D.state_dict(), d_before, "D")
+    assert_same_payload(gan.G.state_dict(), g_before, "G")
+    assert_same_payload(gan.D.state_dict(), d_before, "D")
     assert not gan.G.training and not gan.D.training
     assert not any(p.requires_grad for p in [*gan.G.parameters(), *gan.D.parameters()])
     assert any(not torch.equal(v, e_init[k]) for k, v in enc.E.state_dict().items())
@@ -205,8 +190,8 @@ def _assert_same_training(work_a, work_b):
         assert a.name == b.name
         assert _log(a / "train_log.jsonl") == _log(b / "train_log.jsonl")
         ckpt = GAN_CHECKPOINT if a.name == "wgan-gp" else ENCODER_CHECKPOINT
-        _same(torch.load(a / ckpt, weights_only=True), torch.load(b / ckpt, weights_only=True),
-              a.name)
+        assert_same_payload(torch.load(a / ckpt, weights_only=True),
+                            torch.load(b / ckpt, weights_only=True), a.name)
 
 
 @pytest.mark.parametrize("stage", ["gan", "encoder"])
@@ -228,7 +213,7 @@ def test_interrupted_stage_resumes_and_continues_the_loss_curve_bit_for_bit(
     assert [r["iteration"] for r in _log(folder / "train_log.jsonl")][-1] > last
     det = FAnoGAN(**TINY).fit(train, Context(seed=4, workdir=tmp_path))
     _assert_same_training(ref_work, tmp_path)
-    _same(det.state_dict(), ref.state_dict())
+    assert_same_payload(det.state_dict(), ref.state_dict())
 
 
 def test_a_finished_gan_training_extended_to_2n_equals_the_2n_run(uninterrupted, tmp_path):
@@ -240,7 +225,7 @@ def test_a_finished_gan_training_extended_to_2n_equals_the_2n_run(uninterrupted,
     assert sorted(p.name for p in next(tmp_path.glob("fanogan-*")).iterdir()) == [
         "izif-gan0000006", "izif-gan0000012", "wgan-gp"]
     _assert_same_training(ref_work, tmp_path)
-    _same(det.state_dict(), ref.state_dict())
+    assert_same_payload(det.state_dict(), ref.state_dict())
 
 
 # -- the detector ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from payloads import assert_same_payload
 from torch import nn
 
 from adbench.training import (
@@ -161,22 +162,6 @@ def _untimed(records):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
-def _assert_same(a, b, path="ckpt"):
-    """Bitwise equality of two checkpoint payloads (tensors, state dicts, plain values)."""
-    if torch.is_tensor(a):
-        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for k, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}[{k}]")
-    else:
-        assert a == b, (path, a, b)
-
-
 def _load(workdir):
     return torch.load(workdir / CKPT, weights_only=True)
 
@@ -191,7 +176,7 @@ def test_n_plus_resume_plus_n_equals_2n_bit_for_bit(tmp_path, kind):
     out = _train(TASKS[kind](), split, 8)
     assert out == {"iteration": 8, "trained": 4, "resumed_from": 4}
     a, b = _load(full), _load(split)
-    _assert_same(a, b)              # weights, optimiser states, RNG states, config, iteration
+    assert_same_payload(a, b)              # weights, optimiser states, RNG states, config, iteration
     assert int(a["iteration"]) == 8 and {k for k in a if k.startswith("rng_")} == {
         "rng_data", "rng_" + TASKS[kind].streams[0]}
     # training moved the weights and the random streams after the first half
@@ -219,7 +204,7 @@ def test_interrupted_run_resumes_from_last_checkpoint_bit_for_bit(tmp_path, kind
     resumed = TASKS[kind]()
     out = _train(resumed, split, 9, **kw)
     assert out == {"iteration": 9, "trained": 9 - last, "resumed_from": last}
-    _assert_same(_load(full), _load(split))
+    assert_same_payload(_load(full), _load(split))
     log = _log(split)
     assert [r["iteration"] for r in log] == [2, 4, 6, 8, 9]       # no duplicates, none lost
     assert _untimed(log) == _untimed(_log(full))
@@ -242,7 +227,7 @@ def test_checkpoint_without_pending_log_values_still_resumes(tmp_path):
     _train(AutoencoderTask(), split, 6, ckpt=3, log=2)
     a, b = _load(full), _load(split)
     for key in ("net", "net_ema", "net_opt", "rng_data", "rng_noise"):
-        _assert_same(a[key], b[key], key)
+        assert_same_payload(a[key], b[key], key)
     assert [r["iteration"] for r in _log(split)] == [2, 4, 6]
 
 
@@ -361,7 +346,7 @@ def test_checkpoint_settings_check_mutable_keys_and_complete_runs(tmp_path):
     assert (path.stat().st_mtime_ns, (work / "train_log.jsonl").read_bytes()) == before
     assert again.losses == []
     for name, m in task.modules().items():
-        _assert_same(m.state_dict(), again.modules()[name].state_dict(), name)
+        assert_same_payload(m.state_dict(), again.modules()[name].state_dict(), name)
     # a changed mutable key (iterations) resumes
     assert _train(AutoencoderTask(), work, 6) == {"iteration": 6, "trained": 2, "resumed_from": 4}
     assert int(_load(work)["iteration"]) == 6
