@@ -12,7 +12,10 @@ loss function). The loop owns everything else, once:
 * EMA copies of modules (half-life in thousands of images, optional ramp-up);
 * atomic checkpoints every ``checkpoint_interval`` iterations; resume checked by config and
   seed; ``N`` + resume + ``N`` iterations equal ``2N`` bit for bit on the CPU;
-* the JSONL loss log, sample grids, a progress bar; under ``torchrun`` rank 0 alone writes.
+* the JSONL loss log, sample grids, a progress bar; under ``torchrun`` rank 0 alone writes;
+* every ``eval_interval`` iterations (0: never), the task's own metrics
+  (:meth:`TrainingTask.evaluate`, e.g. a generator's KID/FID) as extra fields of that
+  iteration's log record, and their curves over the whole log in ``quality.png``.
 
 Lazy regularisation is a phase with ``interval > 1`` (its loss multiplies by the interval),
 a GAN is two networks with two or four phases, a two-stage training (f-AnoGAN's encoder
@@ -34,7 +37,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import barrier, broadcast_buffers, broadcast_modules, dist_info, sync_grads
-from .records import LossLog, save_grid
+from .records import LossLog, save_curves, save_grid
 from .streams import RandomStreams
 
 __all__ = ["Phase", "Step", "EMA", "TrainingTask", "LoopSettings", "train", "work_folder",
@@ -129,6 +132,12 @@ class TrainingTask:
         """Images (N, C, H, W) in [-1, 1] for the sample grid, or None."""
         return None
 
+    def evaluate(self) -> dict[str, float] | None:
+        """Metrics of the current model (rank 0, under ``no_grad``, every ``eval_interval``
+        iterations), merged into that iteration's log record and drawn in ``quality.png``.
+        Must not draw from the loop's random streams (a resume would not be exact)."""
+        return None
+
     def extra_state(self) -> dict:
         """More tensors or JSON strings to checkpoint (running means, configs)."""
         return {}
@@ -147,6 +156,7 @@ class LoopSettings:
     precision: str = "auto"             # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16"
     compile: bool = False               # lets the task torch.compile its forward passes
     checkpoint_name: str = "checkpoint.pt"
+    eval_interval: int = 0              # TrainingTask.evaluate() every this many iterations (0: never)
     desc: str = "train"                 # progress-bar label
 
     def __post_init__(self) -> None:
@@ -156,6 +166,9 @@ class LoopSettings:
                   "sample_interval"):
             if int(getattr(self, k)) < (0 if k == "iterations" else 1):
                 raise ValueError(f"training {k}={getattr(self, k)!r}: expected a positive integer")
+        if int(self.eval_interval) < 0:
+            raise ValueError(f"training eval_interval={self.eval_interval!r}: expected 0 (off) "
+                             "or a positive number of iterations")
 
 
 @dataclass
@@ -205,7 +218,7 @@ def train(task: TrainingTask, images: torch.Tensor, settings: LoopSettings, work
     config   the whole training config, stored in the checkpoint; a resume with other
              values than those of the ``mutable`` keys is an error.
     workdir  holds ``settings.checkpoint_name``, ``train_log.jsonl`` and
-             ``samples_<iteration>.png``.
+             ``samples_<iteration>.png`` (and ``quality.png`` when ``eval_interval > 0``).
     Returns {"iteration": reached, "trained": iterations run now, "resumed_from": int | None}.
     """
     workdir = Path(workdir)
@@ -291,15 +304,24 @@ def train(task: TrainingTask, images: torch.Tensor, settings: LoopSettings, work
             e.update(done * batch, batch)
         bar.update(1)
 
-        if done % settings.log_interval == 0 or done == settings.iterations:
+        evaluating = settings.eval_interval > 0 and done % settings.eval_interval == 0
+        if done % settings.log_interval == 0 or done == settings.iterations or evaluating:
             now = time.perf_counter()
             rec = {"iteration": done, "kimg": done * batch / 1000,
                    **{k: float(torch.stack(v).mean()) for k, v in sorted(stats.items())},
                    "sec_per_iter": (now - t_last) / max(done - it_last, 1),
                    "images_per_s": batch * (done - it_last) / max(now - t_last, 1e-9)}
             stats.clear()
-            t_last, it_last = now, done
+            metrics = {}
+            if evaluating and rank == 0:
+                with torch.no_grad():
+                    metrics = task.evaluate() or {}
+                rec.update({k: float(v) for k, v in metrics.items()})
             lossed.append(rec, write=rank == 0)
+            if metrics:
+                save_curves(lossed.records, sorted(metrics), workdir / "quality.png")
+                now = time.perf_counter()  # the evaluation's time is not training time
+            t_last, it_last = now, done
             if rank == 0:
                 say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in rec.items()))

@@ -1,4 +1,5 @@
-"""What a training writes beside its checkpoint: the JSONL loss log and sample grids."""
+"""What a training writes beside its checkpoint: the JSONL loss log, sample grids and the
+curves of the task's metrics."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import torch
 
 from adbench.io import atomic_path, atomic_write, quarantine, strict_json
 
-__all__ = ["LossLog", "save_grid"]
+__all__ = ["LossLog", "save_grid", "save_curves"]
 
 
 class LossLog:
@@ -53,3 +54,29 @@ def save_grid(img: torch.Tensor, path: Path) -> None:
         grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = arr[k]
     with atomic_path(path) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
+
+
+def save_curves(records: list[dict], keys: list[str], path: Path) -> None:
+    """One panel per key of ``keys``: its value against the iteration, over the log records
+    that have it (matplotlib, Agg backend; atomic PNG). Panels sit in one row up to four,
+    then wrap; a value that is not finite is left out of its curve."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cols = min(len(keys), 4)
+    rows = int(math.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(r["iteration"], r[key]) for r in records
+               if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

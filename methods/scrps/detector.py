@@ -109,6 +109,10 @@ class SCRPS(ReconstructionDetector):
                              f"{sorted(STYLEGAN_PRESETS)} (set extra keys with stylegan_config)")
         cfg = copy.deepcopy(STYLEGAN_PRESETS[self.stylegan])
         cfg.update(copy.deepcopy(self.stylegan_config or {}))
+        # the quality metrics score with the perceptual score's VGG16 unless told otherwise
+        # (a logging setting: it never enters the StyleGAN config digest)
+        if "quality_weights" not in (self.stylegan_config or {}) and self.weights is not None:
+            cfg["quality_weights"] = self.weights
         return cfg
 
     def _validate(self) -> None:

@@ -14,7 +14,10 @@ PRESETS = {
     # iterations (~17 min), then a short MSE-only inversion (12 Adam steps at lr 0.1, ~35
     # image-steps/s) of 3% of the training slices and of every test slice. A pipeline-level
     # run, not the paper's fidelity: VGG16 in the inversion loop costs ~19 GFLOP per
-    # image-step here (~1 image-step/s on 2 cores), out of reach.
+    # image-step here (~1 image-step/s on 2 cores), out of reach. The StyleGAN2 preset also
+    # scores G_ema every 200 iterations (KID/FID on VGG16 features of 64 + 64 slices, SWD): 7
+    # scores, estimated 2-3 more minutes (0.9 s per slice measured on heavily shared cores);
+    # add "quality_interval": 0 to stylegan_config to skip them.
     "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 1400},
                   "inversion_steps": 12, "inversion_lr": 0.1, "perceptual_weight": 0.0,
                   # 2 cores: B = 16 ran 57 image-steps/s, B = 64 only 33 (perf/inversion.py)

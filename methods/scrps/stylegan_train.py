@@ -18,11 +18,22 @@ thousand images (StyleGAN3).
 Random draws come from the loop's named streams (data order; ``latent``, ``noise``, ``aug``),
 checkpoints, resume and DDP are the loop's: on CPU ``N`` steps + resume + ``N`` steps equal
 ``2N`` steps bit for bit, and under ``torchrun`` every rank holds the same weights.
+
+Sample quality (``quality_interval > 0``): every ``quality_interval`` iterations rank 0 scores
+``quality_reals`` samples of ``G_ema`` (fixed latents) against as many real training slices
+(a fixed subset), both drawn at setup from streams of their own (``quality-reals``,
+``quality-latents``, seeded from the seed and the name, never checkpointed: training draws
+do not shift), with :class:`adbench.nn.quality.QualityEvaluator`: ``kid_vgg``, ``fid_vgg``,
+``swd`` (and ``kid_inception``/``fid_inception`` with ``quality_inception``), written into
+that iteration's record of ``train_log.jsonl`` and drawn in ``quality.png``. All ``quality_*``
+keys are logging settings: they may change on resume.
 """
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +51,7 @@ from .stylegan2 import Discriminator, Generator, generator_from_config
 
 __all__ = ["STYLEGAN_PRESETS", "default_stylegan_config", "train_stylegan", "resolve_config",
            "rotate_images", "blur_images", "blur_sigma_at", "config_digest", "StyleGAN2Task",
-           "CHECKPOINT_NAME"]
+           "CHECKPOINT_NAME", "named_generator", "quality_reals"]
 
 CHECKPOINT_NAME = "stylegan2-checkpoint.pt"
 
@@ -64,13 +75,17 @@ _PAPER = dict(
     precision="auto",          # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16"
     compile=False,             # torch.compile the main G and D passes
     checkpoint_interval=1000, log_interval=100, sample_interval=1000, num_samples=16,
+    quality_interval=1000,     # KID/FID (VGG16 features) + SWD of G_ema every N iterations (0 = off)
+    quality_reals=1000,        # real slices (fixed subset) and as many G_ema samples per score
+    quality_weights="imagenet",  # VGG16 of the quality features: "imagenet" | "random" | path
+    quality_inception=None,    # None, or a torchvision inception_v3 state-dict path (standard FID)
 )
 
 STYLEGAN_PRESETS: dict[str, dict] = {
     "smoke": {**_PAPER, "z_dim": 32, "w_dim": 32, "mapping_layers": 2, "channel_base": 64,
               "channel_max": 16, "iterations": 10, "batch_size": 4, "pl_weight": 0.0,
               "ema_kimg": 0.01, "checkpoint_interval": 10, "log_interval": 5,
-              "sample_interval": 10, "num_samples": 4},
+              "sample_interval": 10, "num_samples": 4, "quality_interval": 0},
     # 2 idle CPU cores, ~0.72 s per iteration: 2,200 iterations (17.6 kimg) in ~27 minutes.
     # Narrow (64 channels down to 8 at 160x128). Two changes keep so small and short a run
     # from collapsing: D's inputs are blurred early (StyleGAN3's blur, 4 px fading out over
@@ -81,17 +96,20 @@ STYLEGAN_PRESETS: dict[str, dict] = {
                   "channel_max": 64, "iterations": 2200, "batch_size": 8, "pl_weight": 0.0,
                   "r1_gamma": 50.0, "blur_sigma": 4.0, "blur_fade_kimg": 6.0,
                   "ema_kimg": 0.5, "ema_rampup": 0.05, "checkpoint_interval": 100,
-                  "log_interval": 25, "sample_interval": 100},
+                  "log_interval": 25, "sample_interval": 100,
+                  # 64 + 64 slices through VGG16 on 2 cores: ~20 s per score, 7 scores by 1,400
+                  "quality_interval": 200, "quality_reals": 64},
     # full width; 1800 iterations is an estimate for <= 6 min on one H200 (not yet measured)
     "gpu-quick": {**_PAPER, "iterations": 1800, "batch_size": 32, "pl_weight": 0.0,
                   "ema_kimg": 5.0, "ema_rampup": 0.05, "checkpoint_interval": 500,
-                  "sample_interval": 500},
+                  "sample_interval": 500, "quality_interval": 300},
     "paper": dict(_PAPER),
 }
 
 # keys that may differ between the checkpoint and the config that resumes it
 _RESUME_MUTABLE = ("iterations", "checkpoint_interval", "log_interval", "sample_interval",
-                   "compile", "num_samples")
+                   "compile", "num_samples", "quality_interval", "quality_reals",
+                   "quality_weights", "quality_inception")
 
 
 def config_digest(cfg: dict) -> str:
@@ -117,7 +135,25 @@ def resolve_config(cfg: dict | None) -> dict:
     if out["train_noise_mode"] not in ("random", "const", "none"):
         raise ValueError(f"StyleGAN2 config 'train_noise_mode': got {out['train_noise_mode']!r}, "
                          "expected random|const|none")
+    if int(out["quality_interval"]) < 0 or int(out["quality_reals"]) < 2:
+        raise ValueError(f"StyleGAN2 config: quality_interval={out['quality_interval']!r} "
+                         f"(expected 0 = off, or a number of iterations) and quality_reals="
+                         f"{out['quality_reals']!r} (expected >= 2 slices)")
     return out
+
+
+def named_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator of its own for ``name``, seeded from (seed, name): draws made at setup
+    (quality reals and latents) that must not shift the loop's checkpointed streams."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(name.encode()))
+
+
+def quality_reals(images: torch.Tensor, cfg: dict, seed: int) -> torch.Tensor:
+    """The fixed real slices the quality metrics compare with: ``quality_reals`` of the
+    training images (all of them if fewer), chosen by the seed alone."""
+    n = min(int(cfg["quality_reals"]), images.shape[0])
+    idx = torch.randperm(images.shape[0], generator=named_generator(seed, "quality-reals"))[:n]
+    return images[idx.sort().values]
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -194,8 +230,9 @@ class StyleGAN2Task(TrainingTask):
     streams = ("latent", "noise", "aug")
 
     def __init__(self, cfg: dict, img_shape: tuple[int, int, int], *, seed: int,
-                 device: torch.device):
+                 device: torch.device, quality_images: torch.Tensor | None = None):
         self.cfg = cfg
+        self.quality_images, self.quality = quality_images, None
         c, h, w = img_shape
         self.G, self.D = _build(cfg, (h, w), c, seed)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -207,6 +244,9 @@ class StyleGAN2Task(TrainingTask):
         self.device = device
         self.sample_z = torch.randn(cfg["num_samples"], cfg["z_dim"],
                                     generator=torch.Generator().manual_seed(int(seed) + 2024)).to(device)
+        n_q = 0 if quality_images is None else quality_images.shape[0]
+        self.quality_z = torch.randn(n_q, cfg["z_dim"], generator=named_generator(
+            seed, "quality-latents")).to(device)
 
     # -- what the loop checkpoints
     def modules(self):
@@ -230,6 +270,25 @@ class StyleGAN2Task(TrainingTask):
         self.D_run = env.compile(self.D)
         self.autocast = env.autocast
         self.use_bf16 = env.use_bf16
+        q = int(self.cfg["quality_interval"])
+        if env.rank == 0 and 0 < q <= self.cfg["iterations"] and self.quality_images is not None:
+            from adbench.errors import WeightsError
+            from adbench.nn.quality import QualityEvaluator
+            try:  # fail before training, not at the first score
+                self.quality = QualityEvaluator(self.quality_images, device=env.device,
+                                                weights=self.cfg["quality_weights"],
+                                                inception=self.cfg["quality_inception"])
+            except (WeightsError, FileNotFoundError) as exc:
+                how = ("Set the StyleGAN2 key quality_weights (a VGG16 state-dict path, or "
+                       "'random' for tests), or quality_interval=0 to turn the metrics off.")
+                if isinstance(exc, WeightsError) and self.cfg["quality_weights"] == "imagenet":
+                    # the presets' default: missing ImageNet weights must not stop a training
+                    logging.getLogger("adbench").warning(
+                        "StyleGAN2 sample-quality metrics are off (quality_interval=%d): %s %s",
+                        q, exc, how)
+                    return
+                raise type(exc)(f"StyleGAN2 sample-quality metrics (quality_interval={q}): "
+                                f"{exc} {how}") from None
 
     # -- one iteration
     def _noise_gen(self, step: Step):
@@ -319,9 +378,21 @@ class StyleGAN2Task(TrainingTask):
             out.append(Phase("Greg", (self.G,), "G", self._g_reg, interval=cfg["pl_interval"]))
         return out
 
-    def samples(self) -> torch.Tensor:
+    def _generate(self, z: torch.Tensor, batch: int = 32) -> torch.Tensor:
         mode = "const" if self.cfg["train_noise_mode"] == "random" else self.cfg["train_noise_mode"]
-        return self.G_ema(self.sample_z, noise_mode=mode)
+        return torch.cat([self.G_ema(z[i:i + batch], noise_mode=mode)
+                          for i in range(0, z.shape[0], batch)])
+
+    def samples(self) -> torch.Tensor:
+        return self._generate(self.sample_z)
+
+    def evaluate(self) -> dict[str, float] | None:
+        """KID/FID (VGG16) and SWD of ``G_ema`` on the fixed quality latents (None when off)."""
+        if self.quality is None:
+            return None
+        with self.autocast():
+            fakes = self._generate(self.quality_z)
+        return self.quality(fakes.float())
 
 
 def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, device: str = "cpu",
@@ -332,7 +403,8 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
     images: (N, C, H, W) float in [-1, 1] (C = 1 for MRI; H, W = base x 2^k, e.g. 160x128).
     cfg: overrides of :func:`default_stylegan_config` (see :data:`STYLEGAN_PRESETS`).
     workdir: holds ``stylegan2-checkpoint.pt`` (resumed from if present; if it already reached
-    ``cfg["iterations"]`` training is skipped), ``train_log.jsonl`` and ``samples_<iter>.png``.
+    ``cfg["iterations"]`` training is skipped), ``train_log.jsonl``, ``samples_<iter>.png`` and,
+    with ``quality_interval > 0``, ``quality.png`` (the curves of the sample-quality metrics).
     log: called with one line per log interval (rank 0 only).
     """
     cfg = resolve_config(cfg)
@@ -340,10 +412,12 @@ def train_stylegan(images: torch.Tensor, cfg: dict, workdir: Path | str, *, devi
         raise ValueError(f"train_stylegan images: got {getattr(images, 'shape', type(images))}, "
                          "expected a tensor (N, C, H, W) with N >= 1")
     dev = torch.device(device)
-    task = StyleGAN2Task(cfg, tuple(images.shape[1:]), seed=seed, device=dev)
+    reals = quality_reals(images, cfg, seed) if cfg["quality_interval"] > 0 else None
+    task = StyleGAN2Task(cfg, tuple(images.shape[1:]), seed=seed, device=dev, quality_images=reals)
     settings = LoopSettings(iterations=cfg["iterations"], batch_size=cfg["batch_size"],
                             checkpoint_interval=cfg["checkpoint_interval"],
                             log_interval=cfg["log_interval"], sample_interval=cfg["sample_interval"],
+                            eval_interval=cfg["quality_interval"],
                             precision=cfg["precision"], compile=cfg["compile"],
                             checkpoint_name=CHECKPOINT_NAME, desc="stylegan2")
     train(task, images, settings, workdir, config=cfg, mutable=_RESUME_MUTABLE, seed=seed,
