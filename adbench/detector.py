@@ -85,6 +85,13 @@ class Detector:
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._param_names()}
 
+    @classmethod
+    def validate_config(cls, cfg: dict[str, Any]) -> None:
+        """Checks of a whole resolved config that one key's type hint cannot express (e.g. a
+        checkpoint that two keys name together must exist). The runner calls it in ``resolve``,
+        before any run folder exists; raise :class:`~adbench.errors.ConfigError` (or
+        ``WeightsError``) naming the key, what it got and what to do. Default: nothing."""
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

@@ -105,8 +105,9 @@ def contract_config(spec: MethodSpec, config: dict[str, Any] | None = None) -> d
         raise ValueError(f"check_detector({spec.name!r}): config keys {unknown} are not in the "
                          f"method's default_config; valid keys: {sorted(spec.default_config)}")
     cfg = copy.deepcopy({**spec.default_config, **overlay})
-    if "weights" in cfg and "weights" not in (config or {}):
-        cfg["weights"] = "random"   # offline: pretrained weights must be asked for by name
+    for key in ("weights", "clip_weights"):
+        if key in cfg and key not in (config or {}):
+            cfg[key] = "random"   # offline: pretrained weights must be asked for by name
     return cfg
 
 
