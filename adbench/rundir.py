@@ -8,6 +8,8 @@
 ``log.txt``         the run's log
 ``model/``          ``model.json``: where the fitted model lives in the model cache
 ``maps/``           ``<subject>.nii.gz`` anomaly map; ``_image``, ``_brain``, ``_lesion`` beside it
+``maps_native/``    ``<subject>.nii.gz`` the same map on the source scan's grid and affine
+                    (:mod:`adbench.data.native`; overlays on the original scan)
 ``figures/``        overlay.png and roc_pr.png (ROC and precision-recall)
 ``per_volume.csv``  one row per test volume (floats in shortest round-trip form)
 ``summary.json``    last: its presence marks the run complete
@@ -102,6 +104,13 @@ class RunFolder:
         save_nifti(d / f"{sid}_image.nii.gz", np.asarray(image, np.float32), affine)
         save_nifti(d / f"{sid}_brain.nii.gz", np.asarray(brain).astype(np.uint8), affine)
         save_nifti(d / f"{sid}_lesion.nii.gz", np.asarray(lesion).astype(np.uint8), affine)
+
+    def write_native_map(self, subject: str, amap, grid, *, slices=None) -> float:
+        """The anomaly map on the source scan's grid (``grid``: a NativeGrid), in
+        ``maps_native/``; returns the background value (:mod:`adbench.data.native`)."""
+        from adbench.data.native import MAPS_NATIVE, write_native_map
+        return write_native_map(self.path / MAPS_NATIVE / f"{safe_filename(subject)}.nii.gz",
+                                amap, grid, slices=slices)
 
     def write_rows(self, rows: list[dict]) -> None:
         write_per_volume(self.path / PER_VOLUME, rows)

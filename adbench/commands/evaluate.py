@@ -17,6 +17,18 @@ such subject wins. Files matched by the maps pattern that are adbench sidecars
 Every file is read and checked before anything is written: shapes, affines, finite values,
 missing or ambiguous pairs are errors naming the files; the CSV is written atomically.
 Labels > 0 are lesion (multi-label segmentations such as BraTS 1/2/4 become one mask).
+
+Native space (``--native RUN``). A run writes ``maps_native/<subject>.nii.gz``, its maps on
+each source scan's own grid (:mod:`adbench.data.native`). ``--native RUN`` evaluates those
+against the dataset's own files: the dataset named in ``RUN/config.yaml`` is built from its
+recorded ``dataset_config`` (``--data-root`` when the data moved) and each subject is loaded
+as the run read it, so the lesion is the dataset's own segmentation under its label rule
+(BraTS: label > 0, or ``lesion_labels``) and the brain its own mask (BraTS: image > 0). The
+map must have the source image's shape and affine. The region rule is the runner's, on the
+source grid: R_v = native brain mask ∩ the axial slices selected by ``--slices`` (default:
+those holding lesion), where "axial" are the planes across the voxel axis nearest the
+superior–inferior world axis (nibabel ``io_orientation``; the third axis of BraTS's LPS
+volumes). The metrics are those of :func:`adbench.evaluation.volume.evaluate_volume`.
 """
 from __future__ import annotations
 
@@ -32,7 +44,12 @@ from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES
 from adbench.evaluation.volume import definitions, evaluate_volume
 from adbench.rundir import write_per_volume
 
-__all__ = ["add_parser", "main", "pair_files", "evaluate_files"]
+__all__ = ["add_parser", "main", "pair_files", "evaluate_files", "evaluate_native",
+           "NATIVE_REGION_RULE"]
+
+#: ``region_rule`` recorded with native-space metrics (tables never mix them with grid ones)
+NATIVE_REGION_RULE = ("native: dataset brain mask ∩ selected axial slices of the source grid "
+                      "(planes across the voxel axis nearest superior-inferior)")
 
 _SEPS = "_-."
 _SIDECARS = ("_image", "_brain", "_lesion")
@@ -44,8 +61,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Pair anomaly maps with lesion masks (and brain masks) by subject name and "
                     "compute per-volume AUROC, ⌈Dice⌉ and AUPRC over brain ∩ selected axial "
                     "slices with exactly the code `adbench run` uses.")
-    p.add_argument("--maps", required=True, metavar="GLOB", help="anomaly maps, e.g. 'out/*.nii.gz'")
-    p.add_argument("--labels", required=True, metavar="GLOB", help="lesion masks (label > 0 = lesion)")
+    p.add_argument("--maps", default=None, metavar="GLOB",
+                   help="anomaly maps, e.g. 'out/*.nii.gz' (required unless --native)")
+    p.add_argument("--labels", default=None, metavar="GLOB",
+                   help="lesion masks (label > 0 = lesion; required unless --native)")
+    p.add_argument("--native", default=None, metavar="RUN",
+                   help="evaluate RUN/maps_native/*.nii.gz against the run's dataset as read "
+                        "from its own files (segmentation, brain mask) on the source grid")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="with --native: where the run's dataset lives now (default: the "
+                        "data_root in RUN/config.yaml)")
     p.add_argument("--brain-masks", default=None, metavar="GLOB",
                    help="brain masks; without them every voxel of the selected slices counts "
                         "(background included, which inflates AUROC)")
@@ -54,14 +79,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--min-brain-fraction", type=float, default=MIN_BRAIN_FRACTION, metavar="F",
                    help="with --slices brain: slices whose brain covers at least F of the slice "
                         f"(default {MIN_BRAIN_FRACTION}, as the runner's preprocess.min_brain_fraction)")
-    p.add_argument("--out", required=True, metavar="FILE.csv", help="per-volume CSV to write")
+    p.add_argument("--out", default=None, metavar="FILE.csv", help="per-volume CSV to write (required)")
     p.add_argument("--ignore-affine", action="store_true",
                    help="pair files even when their affines differ (same shape still required)")
     p.add_argument("--run-dir", default=None, metavar="DIR",
                    help="also write a run folder (per_volume.csv, summary.json, config.yaml) "
                         "that `adbench leaderboard` reads; needs --method and --dataset")
-    p.add_argument("--method", default=None, help="method name recorded in --run-dir")
-    p.add_argument("--dataset", default=None, help="dataset name recorded in --run-dir")
+    p.add_argument("--method", default=None,
+                   help="method name recorded in --run-dir (with --native: the run's)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name recorded in --run-dir (with --native: the run's)")
     p.set_defaults(func=main)
     return p
 
@@ -204,7 +231,104 @@ def evaluate_files(pairs, *, slice_rule: str = "lesion", ignore_affine: bool = F
     return rows
 
 
+def _native_dataset(run_dir: Path, data_root: str | None, registry=None):
+    """(config.yaml of the run, its test dataset built from the recorded dataset_config)."""
+    from adbench.io import read_yaml
+    from adbench.plugins import get_registry
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(f"--native {run_dir}: no config.yaml there; pass a run folder "
+                        f"(runs/<dataset>/<method>/<run-id>/)")
+    cfg = read_yaml(cfg_path) or {}
+    name, dcfg = cfg.get("dataset"), dict(cfg.get("dataset_config") or {})
+    if not name:
+        raise DataError(f"{cfg_path}: names no dataset; --native needs a run made by `adbench run`")
+    spec = (registry or get_registry()).dataset(str(name))
+    if data_root is not None:
+        if "data_root" not in spec.default_config:
+            raise DataError(f"--data-root was given but dataset {name!r} reads no data_root")
+        if not Path(data_root).expanduser().is_dir():
+            raise DataError(f"--data-root {data_root}: not a folder; pass the folder of "
+                            f"dataset {name!r}")
+        dcfg["data_root"] = str(data_root)
+    return cfg, spec.factory(**dcfg)
+
+
+def axial_last(arr: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``arr`` with the voxel axis nearest the superior–inferior world axis moved last (the
+    axis :func:`evaluate_volume` selects slices along); the other two keep their order."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+    return np.moveaxis(arr, axis, -1)
+
+
+def evaluate_native(run_dir: str | Path, *, data_root: str | None = None,
+                    slice_rule: str = "lesion", min_brain_fraction: float = MIN_BRAIN_FRACTION,
+                    registry=None) -> tuple[list[dict], dict]:
+    """(rows, the run's config) for ``run_dir/maps_native/*.nii.gz`` against the run's
+    dataset read from its own files (see the module docstring for the region rule).
+
+    Every map must have its source image's shape and affine; DataError names the map, the
+    source file and what differs."""
+    from adbench.data.native import MAPS_NATIVE
+    from adbench.io import safe_filename
+
+    run_dir = Path(run_dir)
+    folder = run_dir / MAPS_NATIVE
+    maps = sorted(folder.glob("*.nii.gz")) + sorted(folder.glob("*.nii"))
+    if not maps:
+        raise DataError(f"--native {run_dir}: no {MAPS_NATIVE}/*.nii.gz; the run was made with "
+                        f"runner.native_maps=false or by an adbench without native maps: run it "
+                        f"again (--set runner.native_maps=true)")
+    cfg, dataset = _native_dataset(run_dir, data_root, registry)
+    by_file = {safe_filename(s): s for s in dataset.subjects("test")}
+    rows = []
+    for mp in maps:
+        stem = _stem(mp)
+        if stem not in by_file:
+            raise DataError(f"{mp}: subject {stem!r} is not a test subject of dataset "
+                            f"{cfg['dataset']!r} as configured in {run_dir / 'config.yaml'}"
+                            + (" (or under --data-root)" if data_root else
+                               "; if the data moved, pass --data-root"))
+        subject = by_file[stem]
+        vol = dataset.load(subject)
+        src = vol.meta.get("image_path", f"subject {subject!r}")
+        amap, aff = _load(mp)
+        if amap.shape != vol.image.shape:
+            raise DataError(f"shape mismatch: native map {mp} is {amap.shape} but its source "
+                            f"{src} is {vol.image.shape}; the map is not on the source grid")
+        if not np.allclose(aff, vol.affine, atol=1e-4):
+            raise DataError(f"affine mismatch between native map {mp} and its source {src}:\n"
+                            f"{aff}\nvs\n{vol.affine}")
+        if vol.lesion_mask is None:
+            raise DataError(f"{src}: subject {subject!r} has no lesion mask to evaluate against")
+        amap = np.asarray(amap, dtype=np.float32)
+        if not np.isfinite(amap).all():
+            raise DataError(f"{mp}: non-finite values; anomaly maps must be finite")
+        m, les, br = (axial_last(a, vol.affine) for a in (amap, vol.lesion_mask, vol.brain_mask))
+        rows.append({"subject": subject,
+                     **evaluate_volume(m, les, br, slice_rule=slice_rule,
+                                       min_brain_fraction=min_brain_fraction)})
+    rows.sort(key=lambda r: r["subject"])
+    return rows, cfg
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise DataError("--out FILE.csv is required: the per-volume CSV to write")
+    if args.native is not None:
+        if args.maps or args.labels or args.brain_masks:
+            raise DataError("--native RUN reads RUN/maps_native/ and the run's own dataset; drop "
+                            "--maps/--labels/--brain-masks (or drop --native to pair files)")
+        return _main_native(args)
+    if not (args.maps and args.labels):
+        raise DataError("--maps GLOB and --labels GLOB are required (or --native RUN to evaluate "
+                        "a run's maps_native/ against its dataset)")
+    if args.data_root is not None:
+        raise DataError("--data-root goes with --native RUN only")
     if args.run_dir and not (args.method and args.dataset):
         raise DataError("--run-dir needs --method NAME and --dataset NAME to label the run")
     if args.run_dir and (Path(args.run_dir) / "summary.json").exists():
@@ -227,10 +351,32 @@ def main(args: argparse.Namespace) -> int:
         write_run(args.run_dir, rows, method=args.method, dataset=args.dataset,
                   slice_rule=args.slices, definitions=defs,
                   config={"maps": args.maps, "labels": args.labels, "brain_masks": args.brain_masks})
+    return _print_summary(rows, args.out)
+
+
+def _main_native(args: argparse.Namespace) -> int:
+    if args.run_dir and (Path(args.run_dir) / "summary.json").exists():
+        raise DataError(f"--run-dir {args.run_dir} already holds a complete run; choose a new folder")
+    rows, cfg = evaluate_native(args.native, data_root=args.data_root, slice_rule=args.slices,
+                                min_brain_fraction=args.min_brain_fraction)
+    write_per_volume(Path(args.out), rows)
+    if args.run_dir:
+        from adbench.rundir import write_run
+        defs = {**definitions(args.slices, args.min_brain_fraction),
+                "region_rule": NATIVE_REGION_RULE}
+        write_run(args.run_dir, rows, method=args.method or cfg.get("method"),
+                  dataset=args.dataset or cfg.get("dataset"), slice_rule=args.slices,
+                  train_on=cfg.get("train_on"), seed=cfg.get("seed"), definitions=defs,
+                  config={"native": str(args.native), "data_root": args.data_root,
+                          "source": "adbench evaluate --native (maps_native of a run)"})
+    return _print_summary(rows, args.out)
+
+
+def _print_summary(rows: list[dict], out) -> int:
     from adbench.evaluation.metrics import summarize
     s = summarize(rows)
     from adbench.io import strict_json
     print(strict_json({"n_volumes": len(rows),
                        **{k: v for k, v in s.items() if k.endswith(("_mean", "_std", "_n_nan"))},
-                       "out": str(args.out)}))
+                       "out": str(out)}))
     return 0

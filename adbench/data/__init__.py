@@ -6,6 +6,7 @@
 ``nifti``       reading NIfTI files with errors that name the file
 ``validate``    checks every reader shares (grids, label maps, duplicates)
 ``preprocess``  the shared preprocessing (RAS, crop, resize, equalise, match, normalise)
+``native``      maps put back on the source scan's grid (inverse of RAS, crop, resize)
 ``selection``   the one slice rule (which axial slices are trained on and evaluated)
 ``cache``       the per-subject slice cache and the streaming of preprocessed volumes
 ``sampling``    index batches and even subsets of a SliceSet

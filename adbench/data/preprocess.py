@@ -21,6 +21,11 @@ Every dataset goes through the same steps, in this order:
 
 Steps 1–4 depend on one volume only and are cached per subject; 5–6 need the reference
 and are cheap, so they run at load time.
+
+The geometry of steps 1–3 (source shape and affine, the RAS reorientation, the crop box and
+the slice size) is recorded in ``Preprocessed.meta["native_grid"]`` (:func:`native_grid`), so
+that :mod:`adbench.data.native` can put a map made on the preprocessed grid back onto the
+source scan's own grid.
 """
 from __future__ import annotations
 
@@ -47,7 +52,10 @@ AtLeastTwo = Annotated[int, Range(2)]
 
 __all__ = ["PreprocessConfig", "Preprocessed", "to_ras", "brain_box", "resample_axial",
            "equalize", "HistogramReference", "normalize",
-           "preprocess_volume", "grid_affine"]
+           "preprocess_volume", "grid_affine", "ras_transform", "native_grid", "NATIVE_GRID_KEY"]
+
+#: the ``Preprocessed.meta`` key of the steps 1–3 geometry (:func:`native_grid`)
+NATIVE_GRID_KEY = "native_grid"
 
 
 @dataclass(frozen=True)
@@ -120,13 +128,18 @@ class Preprocessed:
 
 
 # -- step 1 -------------------------------------------------------------------------------
+def ras_transform(affine: np.ndarray) -> np.ndarray:
+    """The nibabel orientation transform (3, 2) from the voxel axes of ``affine`` to RAS:
+    row i = (RAS axis that voxel axis i becomes, +1 kept / −1 flipped)."""
+    ornt = nib.orientations.io_orientation(affine)
+    return nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt(("R", "A", "S")))
+
+
 def to_ras(vol: Volume) -> Volume:
     """Reorient voxels to RAS; world coordinates of every voxel are unchanged."""
-    ornt = nib.orientations.io_orientation(vol.affine)
-    ras = nib.orientations.axcodes2ornt(("R", "A", "S"))
-    if np.array_equal(ornt, ras):
+    tf = ras_transform(vol.affine)
+    if np.array_equal(tf, [[0, 1], [1, 1], [2, 1]]):
         return vol
-    tf = nib.orientations.ornt_transform(ornt, ras)
 
     def apply(a):
         return None if a is None else np.ascontiguousarray(nib.orientations.apply_orientation(a, tf))
@@ -307,6 +320,25 @@ def preprocess_volume(vol: Volume, cfg: PreprocessConfig) -> Preprocessed:
     if ras.lesion_mask is not None:
         lesion = resample_axial(ras.lesion_mask[sl], box, cfg.size, is_mask=True) & brain
     image01 = equalize(image, brain, cfg.nbins) if cfg.equalize else rescale(image, brain)
+    meta = {**vol.meta, NATIVE_GRID_KEY: native_grid(vol, box, (z0, z1), cfg.size)}
     return Preprocessed(image=image01, brain=brain, lesion=lesion,
                         affine=grid_affine(ras.affine, box, cfg.size, z0),
-                        subject_id=vol.subject_id, meta=dict(vol.meta))
+                        subject_id=vol.subject_id, meta=meta)
+
+
+def native_grid(vol: Volume, box: tuple[float, float, float, float], z_range: tuple[int, int],
+                size: tuple[int, int]) -> dict:
+    """The geometry of steps 1–3 as JSON-able values (what :mod:`adbench.data.native` inverts).
+
+    shape    source voxel grid (X, Y, Z) as the dataset read it
+    affine   source voxel → world (mm), 4 x 4
+    to_ras   :func:`ras_transform` of ``affine`` (3 x 2)
+    box      (x0, y0, cx, cy) of :func:`brain_box`, RAS voxel units
+    z_range  [z0, z1): the RAS axial slices kept
+    size     (H, W) of the preprocessed slices
+    """
+    return {"shape": [int(n) for n in vol.image.shape],
+            "affine": np.asarray(vol.affine, dtype=np.float64).tolist(),
+            "to_ras": ras_transform(vol.affine).astype(int).tolist(),
+            "box": [float(v) for v in box], "z_range": [int(z) for z in z_range],
+            "size": [int(n) for n in size]}
