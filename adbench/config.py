@@ -37,7 +37,11 @@ def runner_settings(weights: str = "imagenet", batch_size: PositiveInt = 16,
                     perceptual_blocks: Sequence[Annotated[int, Range(1, 5)]] = (3, 4, 5),
                     max_test_volumes: PositiveInt | None = None,
                     max_train_volumes: PositiveInt | None = None,
-                    write_maps: bool = True, figures: bool = True) -> None:
+                    write_maps: bool = True, native_maps: bool = True, figures: bool = True,
+                    fpr_levels: Sequence[Annotated[float, Range(0, 1, lo_open=True, hi_open=True)]]
+                    = (0.01, 0.05),
+                    val_max_slices: PositiveInt = 256,
+                    val_holdout: Annotated[float, Range(0, 1, hi_open=True)] = 0.1) -> None:
     """The ``runner`` section, declared once as a signature (like a method's constructor):
     the defaults are :data:`RUNNER_DEFAULTS`, the hints the types and ranges that
     :func:`check_runner_config` enforces (meanings: :data:`RUNNER_HELP`)."""
@@ -56,13 +60,22 @@ RUNNER_HELP: dict[str, str] = {
     "max_test_volumes": "evaluate only the first N test volumes (null: all)",
     "max_train_volumes": "train on only the first N healthy volumes (null: all)",
     "write_maps": "write maps/<subject>.nii.gz, with the image and masks beside it",
+    "native_maps": "write maps_native/<subject>.nii.gz: the map on the source scan's own grid "
+                   "and affine (overlays on the original scan)",
     "figures": "write figures/ (overlay.png, roc_pr.png)",
+    "fpr_levels": "false-positive rates on healthy validation voxels whose thresholds give the "
+                  "dice_fpr<percent> columns (e.g. 0.01 -> dice_fpr1)",
+    "val_max_slices": "healthy validation slices predicted to set those thresholds (at most)",
+    "val_holdout": "fraction of the training subjects held out as validation when the training "
+                   "dataset has no 'val' split (0: none; thresholds are then NaN)",
 }
 
 RUNNER_PRESETS: dict[str, dict[str, Any]] = {
     # smoke asks for random VGG16 weights by name: CI has no ImageNet weights, and the
     # summary records source "random" so such runs never mix with pretrained ones.
-    "smoke": {"batch_size": 8, "figures": True, "weights": "random"},
+    "smoke": {"batch_size": 8, "figures": True, "weights": "random", "val_max_slices": 8},
+    # the paper's training set is never cut: thresholds only from a dataset's own "val" split
+    "paper": {"val_holdout": 0.0},
     # a GPU holds hundreds of slices per predict call (SCRPS inverts the whole batch at once)
     "gpu-quick": {"batch_size": 256},
 }

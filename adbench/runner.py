@@ -42,7 +42,7 @@ from adbench.config import (PREPROCESS_PRESETS, RUNNER_DEFAULTS, RUNNER_PRESETS,
                             check_device, check_preset, check_runner_config, load_config_file,
                             merge_section, parse_sets, preprocess_config)
 from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
-from adbench.data.dataset import Dataset
+from adbench.data.dataset import Dataset, validation_source
 from adbench.data.preprocess import HistogramReference, PreprocessConfig
 from adbench.data.selection import select_slices
 from adbench.data.volume import DataError, SliceSet
@@ -132,6 +132,9 @@ def resolve(method: str, dataset: str, *, train_on: str | None = None, preset: s
             and "weights" not in over["method"] and _inherits_weights(method_cfg, runner_cfg)):
         method_cfg["weights"] = runner_cfg["weights"]  # one weights choice for the whole run
     check_config(mspec.factory, method_cfg, f"method {method!r}")  # types and ranges, now
+    cross_check = getattr(mspec.factory, "validate_config", None)
+    if callable(cross_check):
+        cross_check(method_cfg)   # e.g. MediCLIP's CLIP checkpoint, before any run folder
     for key in mspec.file_keys:
         if method_cfg.get(key) is not None:
             path = Path(str(method_cfg[key])).expanduser()
@@ -354,8 +357,12 @@ def _sigterm_interrupts():
 def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Dataset, *,
              progress: bool) -> dict:
     from adbench.evaluation.test_set import evaluate_test_set  # maps, metrics, figures
+    from adbench.evaluation.thresholds import apply_thresholds  # Dice without test labels
 
     timings: dict[str, float] = {}
+    # healthy validation subjects for the thresholds (the dataset's "val", else held out)
+    train_ds, validation = validation_source(train_ds, spec.train_on,
+                                             float(spec.runner["val_holdout"]), spec.seed)
     skipped_train: list[dict] = []
     train_sources: dict[str, set] = {}
     used: list[str] = []
@@ -377,6 +384,10 @@ def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Datas
     del train
 
     result = evaluate_test_set(spec, folder, detector, ctx, test_ds, reference, progress=progress)
+    t0 = time.perf_counter()  # after the test set: predicting more first could change its maps
+    thresholds = apply_thresholds(spec, train_ds, validation, reference, detector, ctx, result,
+                                  progress=progress)
+    timings["validation_s"] = time.perf_counter() - t0
     folder.write_rows(result.rows)
     skipped = skipped_train + result.skipped
     extra_means = {k: v for k, v in result.summary.items() if k.startswith("extra_")}
@@ -387,7 +398,8 @@ def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Datas
                "model": model, "training_set": train_set.to_dict(),
                "inputs": input_files(spec),
                "train_data_sources": {k: sorted(v) for k, v in sorted(train_sources.items())},
-               "n_train_slices": n_train_slices, "skipped_train_or_test": len(skipped)}
+               "n_train_slices": n_train_slices, "skipped_train_or_test": len(skipped),
+               **thresholds}
     folder.write_summary(summary)  # last: marks the run complete
     log.info("done: %s", folder.path)
     return summary

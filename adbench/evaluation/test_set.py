@@ -4,7 +4,10 @@ Volumes are processed one at a time (a 369-volume BraTS test set never sits in m
 preprocess (cached) → select the evaluation slices → predict in batches → for
 reconstruction detectors, the shared perceptual score A_per of (slice, reconstruction) →
 the (H, W, Z) map on the preprocessed grid → :func:`adbench.evaluation.volume.evaluate_volume` →
-NIfTI map, image and masks → one CSV row.
+NIfTI map, image and masks → one CSV row. Each row also holds ``lesion_ml`` (the lesion's
+volume in ml on the preprocessed grid, world units) and ``lesion_type`` (from the dataset's
+metadata, "" when unknown); the runner adds the Dice at thresholds set on healthy validation
+data (:mod:`adbench.evaluation.thresholds`) from :attr:`TestSetResult.regions`.
 """
 from __future__ import annotations
 
@@ -18,10 +21,12 @@ import numpy as np
 import torch
 
 from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
+from adbench.data.native import native_grid_of
 from adbench.data.selection import select_slices
 from adbench.detector import Context, Detector
 from adbench.evaluation.metrics import pooled_dice_max, slice_auroc, slice_scores, summarize
-from adbench.evaluation.volume import definitions, evaluate_volume, region_mask
+from adbench.evaluation.volume import (definitions, evaluate_volume, lesion_ml, lesion_type,
+                                       region_mask)
 from adbench.rundir import RunFolder
 
 __all__ = ["evaluate_test_set", "predict_maps", "TestSetResult"]
@@ -70,6 +75,10 @@ class TestSetResult:
     summary: dict[str, Any]         # the evaluation's part of summary.json
     skipped: list[dict[str, str]]   # test subjects skipped, each with its reason
     timings: dict[str, float]       # predict_s, predict_s_per_slice
+    #: subject → (map values, lesion labels) inside its region R_v, for Dice at thresholds
+    #: set later (:mod:`adbench.evaluation.thresholds`); the same arrays as the pooled ⌈Dice⌉'s
+    regions: dict[str, tuple[np.ndarray, np.ndarray]] = None
+    scorer: Any = None              # the shared A_per module (None: the method's own maps)
 
 
 def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context, test_ds, reference,
@@ -82,6 +91,7 @@ def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context,
     skipped: list[dict[str, str]] = []
     rows: list[dict[str, Any]] = []
     pooled: list[tuple[np.ndarray, np.ndarray]] = []
+    regions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     slice_s, slice_y = [], []
     figure_volumes: list[dict] = []
     n_slices_pred = 0
@@ -111,15 +121,20 @@ def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context,
             amap[:, :, z] = np.moveaxis(m.numpy(), 0, -1)
             extras = {f"extra_{k}": float(v.mean()) for k, v in ex.items()}
         row = {"subject": pre.subject_id, **evaluate_volume(amap, lesion, pre.brain, slice_rule=rule,
-                                                         min_brain_fraction=cfg.min_brain_fraction), **extras}
+                                                         min_brain_fraction=cfg.min_brain_fraction), **extras,
+               "lesion_ml": lesion_ml(lesion, pre.affine), "lesion_type": lesion_type(pre.meta)}
         rows.append(row)
         pooled.append((amap[region], lesion[region]))
+        regions[pre.subject_id] = pooled[-1]
         if rule != "lesion":
             s, y, _ = slice_scores(amap, lesion, pre.brain)
             slice_s.append(s)
             slice_y.append(y)
         if spec.runner["write_maps"]:
             folder.write_map(pre.subject_id, amap, image, pre.brain, lesion, pre.affine)
+        if spec.runner.get("native_maps", True):  # the map on the source scan's grid
+            folder.write_native_map(pre.subject_id, amap,
+                                    native_grid_of(pre, dataset=test_ds, cfg=cfg), slices=z)
         if len(figure_volumes) < N_FIGURE_VOLUMES:
             shown_volume = {"subject": pre.subject_id, "image": image, "map": amap,
                             "lesion": lesion, "brain": pre.brain}
@@ -170,7 +185,8 @@ def evaluate_test_set(spec, folder: RunFolder, detector: Detector, ctx: Context,
             log.info("figures skipped: adbench.report is unavailable")
     return TestSetResult(rows=rows, summary=summary, skipped=skipped,
                          timings={"predict_s": t_pred,
-                                  "predict_s_per_slice": t_pred / max(n_slices_pred, 1)})
+                                  "predict_s_per_slice": t_pred / max(n_slices_pred, 1)},
+                         regions=regions, scorer=scorer)
 
 
 def _weights(scorer, detector) -> dict | None:

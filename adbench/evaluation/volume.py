@@ -20,13 +20,17 @@ never mix runs evaluated under different rules.
 """
 from __future__ import annotations
 
+import math
+from typing import Iterable, Mapping, Sequence
+
 import numpy as np
 
 from adbench.data.selection import MIN_BRAIN_FRACTION, SLICE_RULES, check_rule, select_slices
 from adbench.evaluation import metrics as _m
 
 __all__ = ["evaluate_volume", "region_mask", "definitions", "DEFINITIONS", "SLICE_RULES",
-           "ROW_KEYS"]
+           "ROW_KEYS", "LESION_DEFINITIONS", "LESION_ML_EDGES", "lesion_ml", "lesion_type",
+           "size_bin", "breakdowns"]
 
 ROW_KEYS = ("auroc", "dice_max", "auprc", "n_voxels", "n_lesion_voxels", "n_slices")
 
@@ -99,3 +103,66 @@ def evaluate_volume(anomaly_map, lesion, brain, *, slice_rule: str = "lesion",
         "n_lesion_voxels": int(pos.size),
         "n_slices": n_slices,
     }
+
+
+#: What ``lesion_ml`` and the bins mean; written in summary.json beside the breakdowns (not in
+#: :data:`DEFINITIONS`, whose keys decide which runs a leaderboard compares).
+LESION_DEFINITIONS = {
+    "lesion_ml": "lesion voxels of the preprocessed lesion mask (inside the brain) x the "
+                 "preprocessed grid's voxel volume |det A[:3, :3]| in mm^3 / 1000: world units, "
+                 "so the source scan's lesion volume up to resampling error",
+    "lesion_size_bins": "[lo, hi) in ml; the last bin has no upper edge",
+    "lesion_type": "Volume.meta lesion_type (synth: tumour/stroke) or grade (BraTS: HGG/LGG)",
+}
+
+#: Fixed lesion-size bin edges in ml: [0, 1), [1, 5), [5, 10), [10, 25), [25, 50),
+#: [50, 100), [100, inf). Small strokes fall in the first bins, most gliomas in the last ones.
+LESION_ML_EDGES = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, math.inf)
+
+
+def lesion_ml(lesion, affine) -> float:
+    """Lesion volume in ml: voxels of ``lesion`` (H, W, Z) × |det affine[:3, :3]| mm³ / 1000."""
+    vox_mm3 = abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
+    return int(np.count_nonzero(lesion)) * vox_mm3 / 1000.0
+
+
+def lesion_type(meta: Mapping) -> str:
+    """The lesion type a dataset records in ``Volume.meta``: ``lesion_type`` (synth: tumour or
+    stroke; BraTS: HGG or LGG), else BraTS's ``grade``; "" when unknown."""
+    return str(meta.get("lesion_type") or meta.get("grade") or "")
+
+
+def size_bin(ml: float, edges: Sequence[float] = LESION_ML_EDGES) -> str | None:
+    """The label "[lo, hi)" of the bin holding ``ml`` (None for NaN or below the first edge)."""
+    if ml is None or math.isnan(float(ml)):
+        return None
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if lo <= ml < hi:
+            return f"[{lo:g}, {hi:g})"
+    return None
+
+
+def breakdowns(rows: Iterable[Mapping], metrics: Sequence[str],
+               edges: Sequence[float] = LESION_ML_EDGES) -> dict:
+    """Metrics by lesion-size bin and by lesion type, for summary.json.
+
+    Returns {"by_lesion_size": {"edges_ml": edges (inf as None), "bins": [{"bin", "lo_ml",
+    "hi_ml", "n", "<m>_mean", "<m>_std", "<m>_n", "<m>_n_nan", ...}, ...]} (every bin, empty
+    ones with n = 0), "by_lesion_type": {type: {"n", "<m>_mean", ...}} (types seen; none
+    when the dataset records none)}. Means and stds as :func:`adbench.evaluation.metrics.summarize`.
+    """
+    rows = list(rows)
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        label = f"[{lo:g}, {hi:g})"
+        sel = [r for r in rows if size_bin(r.get("lesion_ml", math.nan), edges) == label]
+        bins.append({"bin": label, "lo_ml": float(lo), "hi_ml": None if math.isinf(hi) else float(hi),
+                     "n": len(sel), **_m.summarize(sel, metrics)})
+    types: dict = {}
+    for t in sorted({str(r.get("lesion_type") or "") for r in rows} - {""}):
+        sel = [r for r in rows if r.get("lesion_type") == t]
+        types[t] = {"n": len(sel), **_m.summarize(sel, metrics)}
+    return {"definitions": dict(LESION_DEFINITIONS),
+            "by_lesion_size": {"edges_ml": [None if math.isinf(e) else float(e) for e in edges],
+                               "bins": bins},
+            "by_lesion_type": types}

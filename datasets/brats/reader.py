@@ -252,6 +252,8 @@ class BraTS2020(ListedDataset):
                 if not sid:
                     continue
                 meta = {"grade": (row.get("Grade") or "").strip()}
+                if meta["grade"]:  # HGG / LGG: the lesion type of per_volume.csv
+                    meta["lesion_type"] = meta["grade"]
                 tcga = (row.get("TCGA_TCIA_subject_ID") or "").strip()
                 if tcga and tcga.upper() != "NA":
                     meta["tcga_tcia_id"] = tcga

@@ -22,8 +22,9 @@ def adbench_datasets():
             "label_values": None,                       # None: any non-negative integer labels
             "brain_threshold": 0.0,
             "max_subjects": None,
+            "val_subjects": None,                       # healthy ids for "val" (thresholds)
         },
-        splits=("train", "test"),
+        splits=("train", "test"),  # and "val": NiftiFolder.has_val_split
         description="your own NIfTI images (+ lesion/brain masks) by glob patterns or a CSV manifest",
         presets={"smoke": {"max_subjects": 2}, "default": {}},
     )]

@@ -20,6 +20,11 @@ Manifest (``manifest`` = a CSV path, relative to data_root): columns ``subject``
 optional ``mask``, ``brain`` and ``split`` ("train"/"test"; default: "test" when a mask is
 given, else "train"); paths relative to the manifest's folder.
 
+Validation ("val" split: healthy images not trained on, which set the thresholds at a
+false-positive rate): ``val_subjects``, a list of subject ids among the healthy images, moves
+them from "train" to "val"; in a manifest, ``split`` may also be "val". Without either the
+runner holds out ``runner.val_holdout`` of the training subjects instead.
+
 Without a brain mask the brain is image > ``brain_threshold`` (skull-stripped images).
 """
 from __future__ import annotations
@@ -38,7 +43,7 @@ from adbench.data.volume import DataError, Volume
 
 __all__ = ["NiftiFolder"]
 
-_SPLITS = ("train", "test")
+_SPLITS = ("train", "test", "val")
 
 
 class NiftiFolder(Dataset):
@@ -55,14 +60,16 @@ class NiftiFolder(Dataset):
     label_values     the label set masks must use; None = any non-negative integers.
     brain_threshold  brain = image > this when no brain mask is given.
     max_subjects     keep only the first N usable subjects of each split; None = all.
+    val_subjects     ids of healthy images that form the "val" split instead of "train".
     """
 
     name = "folder"
+    has_val_split = True  # empty unless val_subjects (or manifest split "val") names some
 
     #: Settings that only choose which subjects are listed; they never change what ``load``
     #: returns, so they stay out of ``params()`` and hence out of the per-subject slice-cache
     #: key (a smoke run reuses the full run's cache). ``fingerprint`` still hashes the list.
-    _selection_keys: tuple[str, ...] = ("max_subjects",)
+    _selection_keys: tuple[str, ...] = ("max_subjects", "val_subjects")
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in super().params().items() if k not in self._selection_keys}
@@ -73,7 +80,7 @@ class NiftiFolder(Dataset):
                  brain_pattern: str | None = None, manifest: str | None = None,
                  subject_regex: str | None = None, lesion_labels: list[int] | None = None,
                  label_values: list[int] | None = None, brain_threshold: float = 0.0,
-                 max_subjects: SubjectLimit = None):
+                 max_subjects: SubjectLimit = None, val_subjects: list[str] | None = None):
         self.data_root = data_root
         self.train_pattern = train_pattern
         self.test_pattern = test_pattern
@@ -85,6 +92,7 @@ class NiftiFolder(Dataset):
         self.label_values = label_values
         self.brain_threshold = brain_threshold
         self.max_subjects = max_subjects
+        self.val_subjects = val_subjects
         self._scan: tuple[dict[str, dict[str, Any]], list[dict]] | None = None
 
     # -- listing ---------------------------------------------------------------------------
@@ -214,12 +222,20 @@ class NiftiFolder(Dataset):
 
     def subjects(self, split: str) -> list[str]:
         self._check_split(split)
-        ids = [s for s, r in self._listing()[0].items() if r["split"] == split]
+        found = self._listing()[0]
+        val = set(self.val_subjects or ())
+        bad = sorted(v for v in val if v not in found or found[v]["split"] == "test")
+        if bad:
+            raise DataError(f"dataset 'folder': val_subjects {bad} are not healthy images listed "
+                            f"under {self._root()} (train_pattern={self.train_pattern!r} or "
+                            f"manifest split train/val); give ids of healthy (train) images")
+        ids = [s for s, r in found.items()
+               if ("val" if r["split"] == "train" and s in val else r["split"]) == split]
         return first_subjects(ids, self.max_subjects, dataset=self.name)
 
     def problems(self, split: str) -> list[dict[str, str]]:
         self._check_split(split)
-        return [p for s, p in self._listing()[1] if s in (None, split)]
+        return [p for s, p in self._listing()[1] if s == split or (s is None and split != "val")]
 
     def source_files(self, subject: str) -> list[Path]:
         r = self._row(subject)

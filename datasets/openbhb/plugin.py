@@ -18,8 +18,9 @@ def adbench_datasets():
             "source_split": None,       # e.g. "train" to keep participants.tsv split == train
             "npy_affine": None,         # None: release template, else FSL MNI152 1 mm grid
             "brain_threshold": 0.0,     # brain = image > threshold (skull-stripped data)
+            "n_val": 20,                # healthy "val" scans drawn from those not drawn for train
         },
-        splits=("train",),
+        splits=("train",),  # and "val": OpenBHB.has_val_split
         description="OpenBHB healthy T1w scans (quasi-raw .npy or BIDS NIfTI), 640 drawn by default",
-        presets={"smoke": {"n_subjects": 4}, "default": {}, "paper": {}},
+        presets={"smoke": {"n_subjects": 4, "n_val": 2}, "default": {}, "paper": {}},
     )]

@@ -22,7 +22,10 @@ Two forms are read (``form``: "auto" prefers the .npy arrays when both are prese
 Metadata (site, age, sex, study, split) comes from ``participants.tsv`` and/or
 ``train.tsv``/``val.tsv`` at the top of ``data_root``. The brain mask is
 image > ``brain_threshold`` (skull-stripped data). ``n_subjects`` scans (the paper: 640) are
-drawn without replacement with ``seed`` from the usable ones, and listed sorted.
+drawn without replacement with ``seed`` from the usable ones, and listed sorted (split
+"train"). Split "val" holds ``n_val`` further healthy scans, drawn with ``seed`` from those
+*not* drawn for training (a second, independent draw, so the training draw is exactly as
+without it); empty when every usable scan is a training scan.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from adbench.data.nifti import load_nifti
 from adbench.data.validate import (NIFTI_FILE, check_not_empty, listed_entry, not_a_file,
                                    os_error_reason, problem, require_data_root, split_duplicates)
 from adbench.data.volume import DataError, Volume
-from adbench.params import check_value
+from adbench.params import NonNegativeInt, check_value
 
 __all__ = ["OpenBHB", "FSL_MNI152_1MM_AFFINE", "TEMPLATE_NAME"]
 
@@ -53,11 +56,12 @@ _EXPECTED = ("the OpenBHB folder (holding participants.tsv and the sub-*_preproc
 
 
 class OpenBHB(Dataset):
-    """OpenBHB healthy scans ("train" split only).
+    """OpenBHB healthy scans: "train" and a disjoint "val" split.
 
     data_root         see the module docstring.
     form              "auto", "npy" (quasi-raw arrays) or "nifti" (BIDS NIfTI).
     n_subjects        number of scans drawn (paper: 640); None = all usable scans.
+    n_val             number of further scans drawn for "val" (thresholds); 0 = none.
     seed              seed of the draw.
     source_split      keep only participants whose metadata ``split`` column has this value
                       ("train", "internal_test", "external_test"); None = all.
@@ -66,18 +70,20 @@ class OpenBHB(Dataset):
     """
 
     name = "openbhb"
+    has_val_split = True
 
     #: Settings that only choose which subjects are listed; they never change what ``load``
     #: returns, so they stay out of ``params()`` and hence out of the per-subject slice-cache
     #: key (a smoke run reuses the full run's cache). ``fingerprint`` still hashes the list.
-    _selection_keys: tuple[str, ...] = ("n_subjects", "seed", "source_split")
+    _selection_keys: tuple[str, ...] = ("n_subjects", "seed", "source_split", "n_val")
 
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in super().params().items() if k not in self._selection_keys}
 
     def __init__(self, data_root: str | None = None, form: Literal["auto", "npy", "nifti"] = "auto",
                  n_subjects: SubjectLimit = 640, seed: int = 0, source_split: str | None = None,
-                 npy_affine: list[list[float]] | None = None, brain_threshold: float = 0.0):
+                 npy_affine: list[list[float]] | None = None, brain_threshold: float = 0.0,
+                 n_val: NonNegativeInt = 20):
         self.data_root = data_root
         self.form = form
         self.n_subjects = n_subjects
@@ -85,6 +91,8 @@ class OpenBHB(Dataset):
         self.source_split = source_split
         self.npy_affine = npy_affine
         self.brain_threshold = brain_threshold
+        self.n_val = n_val
+        self._val: dict[str, Path] = {}
         self._scan: tuple[dict[str, Path], list[dict]] | None = None
         self._meta: dict[str, dict[str, Any]] | None = None
 
@@ -123,13 +131,20 @@ class OpenBHB(Dataset):
         if self.source_split is not None:
             kept = {s: p for s, p in kept.items()
                     if str(meta.get(_bare(s), {}).get("split", "")) == self.source_split}
-        ids = sorted(kept)
+        ids = all_ids = sorted(kept)
         # checked here too: a dataset built directly (not by `adbench run`) must not draw -1
         check_value(SubjectLimit, self.n_subjects, f"dataset {self.name!r}", "n_subjects")
         if self.n_subjects is not None and len(ids) > int(self.n_subjects):
             rng = np.random.default_rng(int(self.seed))
             pick = np.sort(rng.choice(len(ids), size=int(self.n_subjects), replace=False))
             ids = [ids[i] for i in pick]
+        rest = sorted(set(all_ids) - set(ids))
+        n_val = min(int(self.n_val or 0), len(rest))
+        if n_val < 0:
+            raise DataError(f"dataset 'openbhb': n_val={self.n_val!r}; expected an integer >= 0")
+        vpick = np.sort(np.random.default_rng([int(self.seed), 1]).choice(len(rest), size=n_val,
+                                                                          replace=False))
+        self._val = {rest[i]: kept[rest[i]] for i in vpick}
         self._scan = ({s: kept[s] for s in ids}, problems)
         return self._scan
 
@@ -165,11 +180,12 @@ class OpenBHB(Dataset):
 
     def subjects(self, split: str) -> list[str]:
         self._check_split(split)
-        return list(self._listing()[0])
+        found = self._listing()[0]
+        return list(self._val) if split == "val" else list(found)
 
     def problems(self, split: str) -> list[dict[str, str]]:
         self._check_split(split)
-        return list(self._listing()[1])
+        return list(self._listing()[1]) if split == "train" else []
 
     def source_files(self, subject: str) -> list[Path]:
         files = [self._path(subject)]
@@ -180,12 +196,15 @@ class OpenBHB(Dataset):
         return files
 
     def _check_split(self, split: str) -> None:
-        if split != "train":
-            raise DataError(f"dataset 'openbhb' has only the 'train' split (healthy scans), "
-                            f"not {split!r}; test on brats, atlas or folder")
+        if split not in ("train", "val"):
+            raise DataError(f"dataset 'openbhb' has only the 'train' and 'val' splits (healthy "
+                            f"scans), not {split!r}; test on brats, atlas or folder")
 
     def _path(self, subject: str) -> Path:
-        return listed_entry(*self._listing(), subject, dataset="openbhb",
+        found, problems = self._listing()
+        if subject in self._val:
+            return self._val[subject]
+        return listed_entry(found, problems, subject, dataset="openbhb",
                             missing=f"not among the selected scans under {self._root()}")
 
     # -- loading ---------------------------------------------------------------------------

@@ -5,7 +5,9 @@ one file per volume, and read from there afterwards: by default the first read o
 volume generates every missing volume of both splits (in parallel; a run reads them all), with
 ``generate="each"`` only the volume read (``adbench show``). Either way a volume's file is the
 same bytes, so a preview's files are reused by a later run. Split "train" holds healthy volumes
-(``lesion_mask`` None), split "test" volumes with one tumour-like or stroke-like lesion each.
+(``lesion_mask`` None), split "test" volumes with one tumour-like or stroke-like lesion each,
+split "val" further healthy volumes (``n_val``) for thresholds set without test labels; they
+have their own random streams, so adding them leaves every train and test volume as it was.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class SynthDataset(Dataset):
     """Embedded synthetic dataset (architecture §8); runs anywhere, downloads nothing.
 
     n_train, n_test   number of healthy / lesioned volumes.
+    n_val             number of healthy validation volumes (split "val"; not trained on).
     lesion_mix        fraction of test volumes with a tumour (the others have a stroke).
     seed              every volume is a pure function of (seed, split, index).
     spacing           voxel size in mm: 1 = the template's 197x233x189 grid, 2 = 99x117x95.
@@ -44,13 +47,15 @@ class SynthDataset(Dataset):
     """
 
     name = "synth"
+    has_val_split = True
 
     def __init__(self, n_train: int = 40, n_test: int = 20, lesion_mix: float = 0.5, seed: int = 0,
                  spacing: int = 1, lesion_min_mm: float = 5.0, lesion_max_mm: float = 45.0,
                  cache_dir: str | None = None, progress: bool | None = None,
-                 generate: str = "all") -> None:
+                 generate: str = "all", n_val: int = 0) -> None:
         self.n_train = n_train
         self.n_test = n_test
+        self.n_val = n_val
         self.lesion_mix = lesion_mix
         self.seed = seed
         self.spacing = spacing
@@ -62,7 +67,7 @@ class SynthDataset(Dataset):
         # validated now: a bad --set value should fail before any run folder is made
         try:
             self._params = SynthParams.from_config(
-                n_train=n_train, n_test=n_test, lesion_mix=lesion_mix, seed=seed, spacing=spacing,
+                n_train=n_train, n_test=n_test, n_val=n_val, lesion_mix=lesion_mix, seed=seed, spacing=spacing,
                 lesion_min_mm=lesion_min_mm, lesion_max_mm=lesion_max_mm)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"dataset 'synth': {exc}") from None
@@ -100,9 +105,10 @@ class SynthDataset(Dataset):
         return [path]
 
     def params(self) -> dict[str, Any]:
-        # where the files live and whether a bar is shown do not change the data
+        # where the files live and whether a bar is shown do not change the data, nor does
+        # how many validation volumes there are (each is a pure function of its index)
         return {k: v for k, v in super().params().items()
-                if k not in ("cache_dir", "progress", "generate")}
+                if k not in ("cache_dir", "progress", "generate", "n_val")}
 
     def fingerprint(self, split: str) -> str:
         """Content-based: the volumes are a pure function of the content key and the subject
@@ -125,7 +131,7 @@ class SynthDataset(Dataset):
 
     def prepare(self, progress: bool | None = None) -> list[str]:
         """Generate every missing volume of both splits; return the subjects generated now."""
-        wanted = self.subjects("train") + self.subjects("test")
+        wanted = self.subjects("train") + self.subjects("test") + self.subjects("val")
         return ensure_volumes(self._params, self.root, wanted, progress=self._bar(progress))
 
     def _ensure(self, subject: str, path: Path) -> None:

@@ -43,7 +43,9 @@ __all__ = ["GENERATOR_VERSION", "SPLIT_CODE", "SynthParams", "Generated", "gener
 log = logging.getLogger("adbench")
 
 GENERATOR_VERSION = 1
-SPLIT_CODE = {"train": 0, "test": 1}
+#: split → the second SeedSequence word. "val" (healthy validation volumes, added later) has
+#: its own code, so its volumes never shift those of "train" or "test".
+SPLIT_CODE = {"train": 0, "test": 1, "val": 2}
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -58,6 +60,7 @@ class SynthParams:
     spacing: int = 1              # mm; 1 = the template's grid, 2 = block-averaged 2 mm grid
     lesion_min_mm: float = 5.0    # equivalent-sphere diameter of every lesion >= this
     lesion_max_mm: float = 45.0   # every lesion lies in a ball of at most this diameter
+    n_val: int = 0                # healthy validation volumes (split "val"), disjoint from train
 
     @classmethod
     def from_config(cls, **cfg: Any) -> "SynthParams":
@@ -66,7 +69,7 @@ class SynthParams:
         if unknown:
             raise ValueError(f"synth: unknown parameter(s) {sorted(unknown)}; valid: {sorted(names)}")
         p = cls(**cfg)
-        for name in ("n_train", "n_test", "seed", "spacing"):
+        for name in ("n_train", "n_test", "n_val", "seed", "spacing"):
             v = getattr(p, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (1 if name == "spacing" else 0):
                 raise ValueError(f"synth {name}={v!r}: expected an integer >= {1 if name == 'spacing' else 0}")
@@ -97,7 +100,7 @@ class SynthParams:
     def subjects(self, split: str) -> list[str]:
         if split not in SPLIT_CODE:
             raise ValueError(f"synth split {split!r}: expected one of {sorted(SPLIT_CODE)}")
-        n = self.n_train if split == "train" else self.n_test
+        n = {"train": self.n_train, "test": self.n_test, "val": self.n_val}[split]
         return [subject_id(split, i) for i in range(n)]
 
 
@@ -108,7 +111,8 @@ def subject_id(split: str, index: int) -> str:
 def parse_subject(subject: str) -> tuple[str, int]:
     parts = subject.split("-")
     if len(parts) != 3 or parts[0] != "synth" or parts[1] not in SPLIT_CODE or not parts[2].isdigit():
-        raise ValueError(f"synth subject {subject!r}: expected 'synth-train-NNNN' or 'synth-test-NNNN'")
+        raise ValueError(f"synth subject {subject!r}: expected 'synth-train-NNNN', 'synth-val-NNNN' "
+                         f"or 'synth-test-NNNN'")
     return parts[1], int(parts[2])
 
 
