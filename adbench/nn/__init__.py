@@ -9,5 +9,7 @@
 ``maps``              patch grid to anomaly map: upsampling, Gaussian smoothing
 ``coreset``           greedy k-centre coreset with random projection (PatchCore)
 ``gaussian``          per-position Gaussians and Mahalanobis distances (PaDiM)
+``synthesis``         pseudo-anomalies for DRÆM/RealNet/MediCLIP (Perlin masks, textures, exact masks)
+``quality``           generator sample quality: KID/FID on VGG16 features, SWD (StyleGAN2)
 ====================  ================================================================
 """

@@ -7,6 +7,8 @@
 :func:`path_length_penalty`    StyleGAN2's path-length regulariser (Karras et al. 2020, Eq. 4)
 :func:`gradient_penalty`       WGAN-GP, (||grad D(x_hat)||_2 - 1)^2 (Gulrajani et al. 2017)
 :func:`wasserstein_losses`     WGAN critic and generator losses
+:func:`ssim`                   structural similarity per sample (Wang et al. 2004)
+:func:`focal_loss`             -(1 - p_t)^gamma log p_t over classes (Lin et al. 2017)
 =============================  =======================================================
 
 Each returns per-sample values (B,) or a scalar mean as its docstring says; the caller
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from .distributed import all_reduce_mean
 
 __all__ = ["d_logistic_loss", "g_nonsaturating_loss", "r1_penalty", "path_length_penalty",
-           "gradient_penalty", "wasserstein_losses"]
+           "gradient_penalty", "wasserstein_losses", "ssim", "focal_loss"]
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
@@ -93,3 +95,45 @@ def path_length_penalty(synthesis: Callable[[torch.Tensor], torch.Tensor], ws: t
     lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
     new_mean = pl_mean.lerp(all_reduce_mean(lengths.detach().mean()), decay)
     return (lengths - new_mean).square(), new_mean
+
+
+def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-x.square() / (2 * sigma * sigma))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 2.0, window: int = 11,
+         sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM per sample (B,) of x, y (B, C, H, W) (Wang et al. 2004, Eq. 13):
+    ((2 mu_x mu_y + C1)(2 s_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)), local
+    statistics under a ``window`` x ``window`` Gaussian (``sigma``) with zero padding (as
+    DRÆM's code), C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = ``data_range`` (2 for [-1, 1])."""
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ssim: x {tuple(x.shape)} and y {tuple(y.shape)} must be one (B, C, H, W)")
+    c = x.shape[1]
+    w = _gaussian_window(window, sigma, x.device, x.dtype).expand(c, 1, window, window)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, w, padding=window // 2, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x.square()
+    syy = blur(y * y) - mu_y.square()
+    sxy = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x.square() + mu_y.square() + c1)
+                                                     * (sxx + syy + c2))
+    return s.flatten(1).mean(dim=1)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017, Eq. 4 without alpha, as DRÆM uses it), mean over pixels:
+    logits (B, K, H, W) class scores, target (B, H, W) integer classes in [0, K); p_t is the
+    softmax probability of the target class. gamma = 0 gives the cross-entropy. Scalar."""
+    if logits.ndim != 4 or tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"focal_loss: logits {tuple(logits.shape)} must be (B, K, H, W) and "
+                         f"target {tuple(target.shape)} (B, H, W)")
+    log_pt = F.log_softmax(logits.float(), dim=1).gather(1, target.long()[:, None])[:, 0]
+    return (-(1 - log_pt.exp()).pow(gamma) * log_pt).mean()

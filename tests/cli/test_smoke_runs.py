@@ -17,15 +17,18 @@ def shared_cache(tmp_path_factory):
 
 
 RECONSTRUCTION = ("scrps", "fanogan", "ganomaly", "memae")
+HYBRID = ("draem", "realnet", "mediclip")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["zscore", "padim", "patchcore", "scrps", "fanogan", "ganomaly",
-                                    "memae"])
+                                    "memae", "draem", "realnet", "mediclip"])
 def test_smoke_run_on_synth(method, shared_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("ADBENCH_CACHE", str(shared_cache))
     out = tmp_path / "runs"
     argv = ["run", "--method", method, "--dataset", "synth", "--preset", "smoke", "-o", str(out), "-q"]
+    if method == "mediclip":  # CLIP weights are never downloaded: random ones by name
+        argv += ["--set", "clip_weights=random"]
     assert main(argv) == 0
     (run_dir,) = out.glob(f"synth/{method}/*")
     s = json.loads((run_dir / "summary.json").read_text())
@@ -37,6 +40,10 @@ def test_smoke_run_on_synth(method, shared_cache, tmp_path, monkeypatch):
     assert cfg["runner"]["weights"] == "random"  # smoke asks for random VGG16 by name
     if method in ("padim", "patchcore", "scrps"):  # VGG16 users record what they used
         assert any(v and v.get("source") == "random" for v in s["weights"].values())
+    if method in HYBRID:  # hybrids keep their own segmentation map, and record its weights
+        assert s["localisation"] == "native" and "perceptual" not in s["weights"]
+        if method != "draem":  # DRAEM uses no pretrained network
+            assert s["weights"]["method"]["source"] == "random"
     if method in RECONSTRUCTION:  # reconstructions are scored by the shared perceptual score
         assert s["localisation"].startswith("perceptual")
     if method in RECONSTRUCTION[1:]:  # and the native score of the method's paper on request

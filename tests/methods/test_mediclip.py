@@ -176,14 +176,3 @@ def test_plugin_presets_and_defaults_are_the_authors():
             d["beta2"], d["batch_size"], d["epochs"]) == \
         ("ViT-B-16", "pretrained", 8, 16, 1e-3, 0.5, 0.999, 8, 200)
     assert (len(NORMAL_STATES), len(ABNORMAL_STATES)) == (10, 11)
-
-
-@pytest.mark.slow
-def test_smoke_run_on_synth_with_explicit_random_weights(tmp_path):
-    out = tmp_path / "runs"
-    assert main(["run", "--method", "mediclip", "--dataset", "synth", "--preset", "smoke", "-q",
-                 "-o", str(out), "--set", "clip_weights=random"]) == 0
-    (run_dir,) = out.glob("synth/mediclip/*")
-    s = json.loads((run_dir / "summary.json").read_text())
-    assert s["localisation"] == "native" and 0 <= s["auroc_mean"] <= 1
-    assert s["weights"]["method"]["source"] == "random"
