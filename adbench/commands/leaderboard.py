@@ -3,8 +3,15 @@
 Reads every run folder at or below RUN_DIRS and prints (or writes with --out) the paper's
 Table 1 shape as Markdown, LaTeX, CSV or one self-contained HTML page. Runs whose pretrained
 weights or metric definitions differ go to separate tables, and a warning says so (also on
-stderr). --figures DIR writes the box plots, ROC curves and the Fig. 2 comparison as PNG; the
-HTML page embeds them in any case.
+stderr). Under each method's line the printed tables give its paired difference to the best
+method per column (95% t-interval, BCa bootstrap interval from 10 volumes on, Holm-adjusted p,
+Cohen's d_z). --figures DIR writes the box plots, ROC curves, the Fig. 2 comparison, the
+metric-against-lesion-size plots and the p-value heatmaps as PNG; the HTML page embeds them in
+any case. The pairwise p-value matrices (paired t-test, uncorrected) are written as
+``pvalues_t<i>_<dataset>_<metric>.csv`` beside --out and into --figures DIR.
+
+The tables are built from the tidy frame of :func:`adbench.report.collect` (one row per run
+and volume), which users can also build themselves for their own analyses.
 
 Run folders that are not complete (no summary.json, or a file that cannot be read) are
 skipped, each with a one-line warning naming the folder and its state (running, killed,
@@ -45,8 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from adbench.evaluation.volume import ROW_KEYS
-    from adbench.report import build_leaderboard, render_csv, render_latex, render_markdown
-    from adbench.rundir import scan_runs
+    from adbench.report import build_leaderboard, collect, render_csv, render_latex, render_markdown
+    from adbench.report.differences import pvalue_csvs
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     valid = [k for k in ROW_KEYS if not k.startswith("n_")]
@@ -55,10 +62,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"adbench leaderboard: error: --metrics {args.metrics!r}: unknown {unknown}; "
               f"valid: {','.join(valid)}", file=sys.stderr)
         return 2
-    runs, skipped = scan_runs(args.run_dirs)   # RunDirError only for a path that does not exist
-    notes = [f"{st.path}: {st.state}" + (f" ({st.detail})" if st.detail else "") + "; skipped"
-             for st in skipped]
-    if not runs:
+    frame = collect(args.run_dirs, warn=False)  # RunDirError only for a path that does not exist
+    notes = frame.attrs["skipped"]
+    if not frame.attrs["runs"]:
         for line in notes:
             print(f"adbench leaderboard: {line}", file=sys.stderr)
         n = len(args.run_dirs)
@@ -67,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
               "holds summary.json); pass runs/<dataset>/<method>/<run-id>/ or a folder above "
               "such folders", file=sys.stderr)
         return 2
-    lb = build_leaderboard(runs, metrics)
+    lb = build_leaderboard(frame, metrics)
     lb.warnings.extend(notes)
     for w in lb.warnings:
         print(f"adbench leaderboard: {w}", file=sys.stderr)
@@ -75,9 +81,15 @@ def main(args: argparse.Namespace) -> int:
     if args.figures or args.format == "html":
         from adbench.report.figures import leaderboard_figures
         figures = leaderboard_figures(lb, with_maps=not args.no_maps)
+    pvalues = pvalue_csvs(lb)
     if args.figures:
         for name, _, png in figures:
             atomic_write(Path(args.figures) / name, png)
+        for name, text in pvalues:
+            atomic_write(Path(args.figures) / name, text)
+    if args.out:
+        for name, text in pvalues:
+            atomic_write(Path(args.out).with_name(f"{Path(args.out).stem}_{name}"), text)
     if args.format == "html":
         from adbench.report.html import render_html
         text = render_html(lb, [(caption, png) for _, caption, png in figures])

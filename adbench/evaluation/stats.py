@@ -6,7 +6,13 @@ values are finite (a NaN volume has no value to pair). Tests:
 
 * paired t-test, ``scipy.stats.ttest_rel`` (two-sided) — the paper's test (Table 1 caption);
 * Wilcoxon signed-rank, ``scipy.stats.wilcoxon`` (two-sided) — no normality assumption;
-* percentile bootstrap 95% CI of each mean (seeded, resampling volumes).
+* percentile bootstrap 95% CI of each mean (seeded, resampling volumes);
+* the mean paired difference d̄ = mean(a_i - b_i) with its 95% Student-t interval
+  d̄ ± t_{0.975, n-1} · s_d / √n, a BCa bootstrap interval of d̄ (``scipy.stats.bootstrap``,
+  seeded, resampling the differences) when n ≥ :data:`MIN_BOOTSTRAP_N`, and the paired effect
+  size Cohen's d_z = d̄ / s_d (:func:`paired_difference`);
+* Holm's step-down correction over a family of comparisons (:func:`holm`);
+* a pairwise matrix of paired t-test p-values (:func:`pvalue_matrix`).
 
 Star rule (the paper's Table 1): a method is starred for a metric when it is better than the
 best *other* method (highest mean among the others) with paired t-test p < 0.05 on their
@@ -15,6 +21,7 @@ is better). At most one method per column can be starred.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Mapping
 
@@ -22,7 +29,7 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = ["paired", "paired_test", "bootstrap_ci", "mean_ci", "star_rule", "ALPHA",
-           "MIN_BOOTSTRAP_N"]
+           "MIN_BOOTSTRAP_N", "paired_difference", "holm", "pvalue_matrix"]
 
 ALPHA = 0.05
 
@@ -134,3 +141,85 @@ def star_rule(per_method: Mapping[str, Mapping[str, float]], *, alpha: float = A
                   "p": p, "p_wilcoxon": res["p_wilcoxon"], "n": res["n"],
                   "mean_diff": res["mean_diff"]}
     return out
+
+
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float], *, level: float = 0.95,
+                      n_resamples: int = 9999, seed: int = 0) -> dict:
+    """The mean paired difference a - b over the shared finite volumes, with its intervals.
+
+    With d_i = a_i - b_i (i = 1..n), s_d the std of d (ddof=1):
+
+    * ``mean_diff`` = d̄; ``ci_t`` = d̄ ± t_{(1+level)/2, n-1} · s_d / √n (Student t);
+    * ``ci_bca``: BCa bootstrap interval of d̄ (``scipy.stats.bootstrap`` on the differences,
+      ``n_resamples``, generator seeded with ``seed``) when n ≥ :data:`MIN_BOOTSTRAP_N`, else
+      (NaN, NaN) and ``bca_note`` says why no bootstrap CI is given;
+    * ``d_z`` = d̄ / s_d (Cohen's d_z, paired; ±inf for a constant non-zero difference);
+    * ``p_ttest``: two-sided paired t-test (:func:`paired_test`).
+
+    A constant difference has a zero-width t-interval [d̄, d̄]. Fewer than two pairs give
+    NaN everywhere but ``n`` (and ``mean_diff`` for one pair).
+    """
+    _, x, y = paired(a, b)
+    d = x - y
+    n = int(d.size)
+    nan2 = (math.nan, math.nan)
+    out = {"n": n, "mean_diff": float(d.mean()) if n else math.nan, "sd_diff": math.nan,
+           "ci_t": nan2, "ci_bca": nan2, "bca_note": "", "d_z": math.nan,
+           "p_ttest": paired_test(a, b)["p_ttest"], "level": level}
+    if n < 2:
+        out["bca_note"] = f"n = {n} < 2: no CI"
+        return out
+    m, sd = float(d.mean()), float(d.std(ddof=1))
+    constant = not np.ptp(d) > 1e-12 * max(float(np.abs(d).max()), 1e-300)
+    if constant:
+        sd = 0.0
+    out["sd_diff"] = sd
+    half = float(_st.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    out["ci_t"] = (m - half, m + half)
+    out["d_z"] = (m / sd if sd > 0 else (math.copysign(math.inf, m) if m else math.nan))
+    if n < MIN_BOOTSTRAP_N:
+        out["bca_note"] = f"n = {n} < {MIN_BOOTSTRAP_N}: no bootstrap CI"
+    elif constant:
+        out["ci_bca"] = (m, m)    # every resample has the same mean (BCa itself is undefined)
+        out["bca_note"] = "constant difference"
+    else:
+        gen = np.random.default_rng(seed)
+        # scipy >= 1.15 names the generator ``rng``; older releases ``random_state``
+        seeded = ({"rng": gen} if "rng" in inspect.signature(_st.bootstrap).parameters
+                  else {"random_state": gen})
+        res = _st.bootstrap((d,), np.mean, confidence_level=level, n_resamples=n_resamples,
+                            method="BCa", vectorized=True, **seeded)
+        out["ci_bca"] = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    return out
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control), same order as given.
+
+    With the m finite p-values sorted ascending p_(1) ≤ … ≤ p_(m):
+    p̃_(i) = min(1, max_{j ≤ i} (m - j + 1) · p_(j)). NaN entries (untestable comparisons)
+    stay NaN and do not count in m. Reject H_(i) at level α when p̃_(i) < α.
+    """
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    out = np.full(p.shape, math.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    if not m:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
+
+
+def pvalue_matrix(per_method: Mapping[str, Mapping[str, float]]) -> tuple[list[str], np.ndarray]:
+    """(method names, (k, k) matrix) of two-sided paired t-test p-values between every pair
+    of methods on their shared finite volumes (:func:`paired_test`); symmetric, NaN on the
+    diagonal and where a pair is untestable. Not corrected for multiplicity."""
+    names = list(per_method)
+    k = len(names)
+    mat = np.full((k, k), math.nan)
+    for i in range(k):
+        for j in range(i + 1, k):
+            mat[i, j] = mat[j, i] = paired_test(per_method[names[i]], per_method[names[j]])["p_ttest"]
+    return names, mat

@@ -70,7 +70,7 @@ def roc_pr_figure(curves: Mapping[str, PooledCurve], *,
     curve's own area and labelled "per-volume mean"; omitted when absent or NaN.
     """
     plt = _plt()
-    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(9.4, 4.6))
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(9.4, 4.6), layout="constrained")
     means = means or {}
     for i, (label, c) in enumerate(curves.items()):
         color = f"C{i % 10}"
@@ -91,11 +91,10 @@ def roc_pr_figure(curves: Mapping[str, PooledCurve], *,
     for ax, what in ((ax_roc, "AUROC"), (ax_pr, "AUPRC (average precision)")):
         ax.set_aspect("equal")
         ax.legend(fontsize=7, title=f"pooled {what} of the curve, %", title_fontsize=7,
-                  loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+                  loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return fig   # constrained layout keeps the legends below the axes clear of the labels
 
 
 def _legend(label: str, area: float, mean: float | None) -> str:
@@ -324,11 +323,14 @@ def leaderboard_figures(lb, *, n_slices: int = 4, max_roc_volumes: int | None = 
                         with_maps: bool = True) -> list[tuple[str, str, bytes]]:
     """(file name, caption, PNG) for each table and dataset of a leaderboard.
 
-    ``t<i>_<dataset>_boxplot.png`` comes from per_volume.csv; ``..._roc_pr.png`` (pooled ROC
+    ``t<i>_<dataset>_boxplot.png``, ``..._pvalues.png`` (pairwise p-value heatmap) and
+    ``..._lesion_size.png`` (when per_volume.csv has ``lesion_ml``) come from per_volume.csv
+    (:mod:`adbench.report.stat_figures`); ``..._roc_pr.png`` (pooled ROC
     and PR curves) and ``..._comparison.png`` (Fig. 2) need every run's maps/ folder and are
     left out (with no error) for datasets where a run has none. ``max_roc_volumes`` caps the
     volumes read per run for the curves (None = all).
     """
+    from adbench.report.stat_figures import table_stat_figures
     from adbench.report.tables import METRIC_LABELS
     from adbench.rundir import RunDirError, load_map_volume, map_subjects
 
@@ -343,6 +345,7 @@ def leaderboard_figures(lb, *, n_slices: int = 4, max_roc_volumes: int | None = 
                         f"{t.title}: {ds}, per-volume metrics (dots: volumes)",
                         to_png(boxplot_figure(vals, t.metrics, title=ds,
                                               labels={**METRIC_LABELS, **_MPL_LABELS}))))
+            out += table_stat_figures(t, ti, ds, tag, to_png, {**METRIC_LABELS, **_MPL_LABELS})
             if not with_maps:
                 continue
             subjects = {row: map_subjects(r) for row, r in runs.items()}

@@ -15,7 +15,9 @@ from datetime import datetime, timezone
 
 from adbench import __version__
 from adbench.evaluation.stats import MIN_BOOTSTRAP_N
-from adbench.report.tables import METRIC_LABELS, Leaderboard, Table, _footnotes, fmt_cell
+from adbench.report.differences import diff_text
+from adbench.report.render import _footnotes, fmt_cell
+from adbench.report.tables import METRIC_LABELS, Leaderboard, Table
 
 __all__ = ["render_html"]
 
@@ -32,6 +34,7 @@ table.lb th.sortable{cursor:pointer;user-select:none} table.lb th.sortable:hover
 table.lb th[aria-sort=ascending]::after{content:" \\25B2"}
 table.lb th[aria-sort=descending]::after{content:" \\25BC"}
 td.best{font-weight:700} .notes{font-size:.85rem;color:#444}
+td .diff{display:block;font-weight:400;font-size:.72rem;color:#555;white-space:nowrap}
 figure{display:inline-block;margin:1rem 1rem 1rem 0;vertical-align:top}
 figure img{max-width:100%;border:1px solid #ddd} figcaption{font-size:.85rem;color:#444}
 """
@@ -93,6 +96,8 @@ def _tip(c) -> str:
         parts.append(ci)
     if c.best_other:
         parts.append(f"vs {c.best_other}: t-test p={c.p:.3g}, Wilcoxon p={c.p_wilcoxon:.3g}")
+    if c.diff is not None:
+        parts.append(f"difference to the best ({c.diff.ref}): {diff_text(c)}")
     return "; ".join(parts)
 
 
@@ -119,7 +124,10 @@ def _table_html(t: Table, idx: int) -> str:
                 tip = "" if c is None else _tip(c)
                 sup = ("<sup>*</sup>" if c and c.star else "") + ("<sup>†</sup>" if c and c.n_nan else "")
                 cls = ' class="best"' if c and c.best else ""
-                out.append(f'<td{cls} data-v="{v}" title="{_e(tip)}">{_e(fmt_cell(c))}{sup}</td>')
+                dt = diff_text(c)
+                diff = f'<span class="diff">{_e(dt)}</span>' if dt else ""
+                out.append(f'<td{cls} data-v="{v}" title="{_e(tip)}">{_e(fmt_cell(c))}{sup}'
+                           f"{diff}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -152,6 +160,8 @@ def render_html(lb: Leaderboard, figures: list[tuple[str, bytes]] = (), *,
     parts.append(f'<p class="notes">adbench {_e(__version__)}, generated {stamp}. '
                  "Click a column header to sort. Hover a cell for n, a 95% CI of the mean "
                  f"(percentile bootstrap over volumes when n ≥ {MIN_BOOTSTRAP_N}, else a Student-t "
-                 "interval) and the paired tests against the best other method.</p>")
+                 "interval) and the paired tests against the best other method; the small line "
+                 "under a value (Δ) is its paired difference to the column's best method, as in "
+                 "the printed tables.</p>")
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts)

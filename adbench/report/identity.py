@@ -38,6 +38,7 @@ NOT_IDENTITY = frozenset({
     "weights",                 # a copy of runner.weights (the weights themselves: weights_key)
     "runner.batch_size",       # slices per predict call: the built-in methods give the same maps
     "runner.write_maps",       # whether maps/ is written
+    "runner.native_maps",      # whether maps_native/ is written
     "runner.figures",          # whether figures/ is written
     "dataset_config.progress", "train_config.progress",   # progress bars
     "dataset_config.generate", "train_config.generate",   # synth: which files it generates

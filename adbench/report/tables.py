@@ -17,11 +17,15 @@ Runs of one identity with different seeds are one row: each test volume's value 
 over the seeds, the cell is mean ± std over those volumes (the stars test them), and the cell
 also shows the spread over seeds. Two runs that agree on identity and seed (re-runs) keep the
 newest, and a warning says which was left out.
+
+Every table is built from the tidy per-volume frame of :func:`adbench.report.collect.collect`
+(a list of :class:`~adbench.rundir.RunRecord` is turned into one first), so a frame filtered
+by the user gives the table of what is left. Each cell also carries its paired difference to
+the column's best row, with intervals, an effect size and Holm-adjusted p
+(:mod:`adbench.report.differences`). The renderers are in :mod:`adbench.report.render`.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,12 +33,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adbench.evaluation.stats import mean_ci, star_rule
-from adbench.report.identity import (SMOKE, SMOKE_LABEL, UNSET, format_item, identity,
-                                     identity_key, key_name, natural_key, row_keys, row_labels)
+from adbench.report.differences import add_differences
+from adbench.report.identity import (SMOKE, SMOKE_LABEL, UNSET, identity, identity_key,
+                                     key_name, natural_key, row_keys, row_labels)
 from adbench.rundir import RunRecord, definitions_key, weights_key
 
 __all__ = ["Cell", "Table", "Leaderboard", "build_leaderboard", "render_markdown",
-           "render_latex", "render_csv", "METRIC_LABELS", "DEFAULT_METRICS", "SMOKE",
+           "render_latex", "render_csv", "fmt_cell", "METRIC_LABELS", "DEFAULT_METRICS", "SMOKE",
            "SMOKE_LABEL"]
 
 DEFAULT_METRICS = ("auroc", "dice_max")
@@ -62,6 +67,9 @@ class Cell:
     ci_kind: str = "none"         # "bootstrap" (n >= 10, seed 0), "t" (n < 10) or "none"
     n_seeds: int = 1
     seed_std: float = math.nan    # std over seeds of the per-seed means (NaN: one seed)
+    # paired difference to the column's best row (differences.Difference); None for the best
+    # row itself and for a column of one row
+    diff: object = None
 
 
 @dataclass
@@ -110,9 +118,13 @@ def _rerun_note(keep: RunRecord, drop: RunRecord) -> str:
             + "; only the newer run is shown")
 
 
-def build_leaderboard(runs: list[RunRecord], metrics=DEFAULT_METRICS, *,
-                      alpha: float = 0.05) -> Leaderboard:
-    """Group runs into comparable tables and compute cells, stars and bold."""
+def build_leaderboard(runs, metrics=DEFAULT_METRICS, *, alpha: float = 0.05) -> Leaderboard:
+    """Group runs into comparable tables and compute cells, stars, bold and differences.
+
+    runs: the frame of :func:`adbench.report.collect.collect` (possibly filtered: only its
+    rows are used), or a list of :class:`~adbench.rundir.RunRecord` (collected first)."""
+    from adbench.report.collect import as_frame, records
+    runs = records(as_frame(runs))
     metrics = list(metrics)
     warnings: list[str] = []
     # Deduplicate re-runs: the same identity, seed, weights and definitions keeps the newest.
@@ -237,163 +249,13 @@ def _table(runs: list[RunRecord], metrics: list[str], wkey: tuple, alpha: float,
                 for row, x in means.items():
                     cells[(row, ds, m)].best = x == top
     defs = runs[0].definitions if runs else None
-    return Table(title="", weights=wkey, definitions=defs, datasets=datasets, metrics=metrics,
+    table = Table(title="", weights=wkey, definitions=defs, datasets=datasets, metrics=metrics,
                  rows=rows, cells=cells, runs=placed, members=members,
                  differs={v["label"]: v["differs"] for v in info.values()},
                  shortened={v["label"]: v["shortened"] for v in info.values()})
+    add_differences(table)
+    return table
 
 
-def fmt_cell(c: Cell | None) -> str:
-    """"89.43 ± 7.03" in percent (no markup), "89.43 ± 7.03 (3 seeds, ±0.40)" for a row of
-    several seeds; "–" when absent, "n/a" when all NaN."""
-    if c is None:
-        return "–"
-    if not math.isfinite(c.mean):
-        return "n/a"
-    s = f"{100 * c.mean:.2f}"
-    if math.isfinite(c.std):
-        s += f" ± {100 * c.std:.2f}"
-    return s + _seeds_note(c)
-
-
-def _seeds_note(c: Cell) -> str:
-    if c.n_seeds < 2:
-        return ""
-    spread = f", ±{100 * c.seed_std:.2f}" if math.isfinite(c.seed_std) else ""
-    return f" ({c.n_seeds} seeds{spread})"
-
-
-def _nan_note(c: Cell | None) -> str:
-    return "†" if c is not None and c.n_nan else ""
-
-
-def _footnotes(lb: Leaderboard, t: Table) -> list[str]:
-    notes = ["mean ± std (ddof=1) over test volumes, in percent; * = better than the best other "
-             "method with paired t-test p < 0.05; bold = best mean."]
-    if any(c.n_seeds > 1 for c in t.cells.values()):
-        notes.append("(k seeds, ±s): the row's k runs differ only in seed; each volume's value is "
-                     "its mean over the seeds, mean ± std are over those volumes (the stars test "
-                     "them), and ±s is the std (ddof=1) over seeds of each seed's mean over the "
-                     "same volumes.")
-    full = [f"{row}: " + ", ".join(format_item(k, v) for k, v in t.differs[row])
-            for row in t.rows if t.shortened.get(row)]
-    if full:
-        notes.append("rows whose label is shortened differ in: " + "; ".join(full))
-    nan = [(r, d, m, c.n_nan) for (r, d, m), c in t.cells.items() if c.n_nan]
-    if nan:
-        notes.append("† volumes without both classes in the region (NaN) excluded from that mean: "
-                     + ", ".join(f"{r}/{d}/{m}: {k}" for r, d, m, k in nan))
-    if t.definitions:
-        d = t.definitions
-        notes.append(f"region: {d.get('region_rule')}; slices: {d.get('slice_rule')}; "
-                     f"⌈Dice⌉: {d.get('dice_variant')}")
-    notes.append(f"weights: {_describe_weights(t.weights)}")
-    return notes
-
-
-def render_markdown(lb: Leaderboard) -> str:
-    out = [f"> **{w}**\n" for w in lb.warnings]
-    for t in lb.tables:
-        out.append(f"### {t.title}\n")
-        head = ["Method"] + [f"{d} {METRIC_LABELS.get(m, m)}" for d in t.datasets for m in t.metrics]
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
-        for row in t.rows:
-            cells = []
-            for d in t.datasets:
-                for m in t.metrics:
-                    c = t.cells.get((row, d, m))
-                    s = fmt_cell(c) + ("\\*" if c and c.star else "") + _nan_note(c)
-                    cells.append(f"**{s}**" if c and c.best else s)
-            out.append("| " + " | ".join([row.replace("|", "\\|")] + cells) + " |")
-        out.append("")
-        out.extend(f"- {n}" for n in _footnotes(lb, t))
-        out.append("")
-    return "\n".join(out)
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "†": r"$^\dagger$", "⌈": r"$\lceil$", "⌉": r"$\rceil$", "±": r"$\pm$", "–": "--",
-        "—": "---", "…": r"\dots{}"}
-
-
-def _tex(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
-
-
-def _latex_cell(c: Cell | None) -> str:
-    if c is None or not math.isfinite(c.mean):
-        return _tex(fmt_cell(c))
-    body = f"{100 * c.mean:.2f}" + (f" \\pm {100 * c.std:.2f}" if math.isfinite(c.std) else "")
-    if c.best:
-        body = rf"\mathbf{{{body}}}"
-    sup = ("*" if c.star else "") + (r"\dagger" if c.n_nan else "")
-    seeds = _seeds_note(c)
-    return (f"${body}" + (f"^{{{sup}}}" if sup else "") + "$"
-            + (rf"\,{{\scriptsize{_tex(seeds)}}}" if seeds else ""))
-
-
-def render_latex(lb: Leaderboard) -> str:
-    """booktabs tables; needs \\usepackage{booktabs} (and amsmath for \\lceil)."""
-    out = [f"% {w}" for w in lb.warnings]
-    for t in lb.tables:
-        k = len(t.metrics)
-        out.append(r"\begin{table}[t]\centering")
-        out.append(r"\caption{" + _tex(t.title) + "}")
-        out.append(r"\begin{tabular}{l" + "c" * (k * len(t.datasets)) + "}")
-        out.append(r"\toprule")
-        out.append("Method & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}"
-                                             for d in t.datasets) + r" \\")
-        spans = [f"\\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(t.datasets))]
-        out.append(" ".join(spans))
-        out.append(" & " + " & ".join(_LATEX_METRIC.get(m, _tex(m)) for _ in t.datasets
-                                     for m in t.metrics) + r" \\")
-        out.append(r"\midrule")
-        for row in t.rows:
-            cells = []
-            for d in t.datasets:
-                for m in t.metrics:
-                    c = t.cells.get((row, d, m))
-                    cells.append(_latex_cell(c))
-            out.append(_tex(row) + " & " + " & ".join(cells) + r" \\")
-        out.append(r"\bottomrule")
-        out.append(r"\end{tabular}")
-        out.extend("% " + n for n in _footnotes(lb, t))
-        out.append(r"\end{table}")
-        out.append("")
-    return "\n".join(out)
-
-
-def render_csv(lb: Leaderboard) -> str:
-    """Long format, one line per (table, row, dataset, metric); values as fractions.
-
-    ``differs``: JSON of the config keys whose values differ among the method's rows (``--set``
-    names; a key the run lacks is left out). ``seeds``, ``runs``: JSON lists of the seeds and
-    run folders the row aggregates; ``seed_std``: std over seeds of the per-seed means."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "method", "dataset", "metric", "mean", "std", "ci95_low", "ci95_high",
-                "ci95_kind", "n",
-                "n_nan", "star", "best", "best_other", "p_ttest_vs_best_other",
-                "p_wilcoxon_vs_best_other", "weights", "slice_rule", "n_seeds", "seed_std",
-                "seeds", "differs", "runs"])
-    for t in lb.tables:
-        for row in t.rows:
-            differs = json.dumps({key_name(k): v for k, v in t.differs.get(row, [])
-                                  if v is not UNSET}, default=str)
-            for d in t.datasets:
-                for m in t.metrics:
-                    c = t.cells.get((row, d, m))
-                    if c is None:
-                        continue
-                    members = t.members[(row, d)]
-                    w.writerow([t.title, row, d, m, repr(c.mean), repr(c.std), repr(c.ci[0]),
-                                repr(c.ci[1]), c.ci_kind, c.n, c.n_nan, int(c.star), int(c.best),
-                                c.best_other or "", repr(c.p), repr(c.p_wilcoxon),
-                                _describe_weights(t.weights),
-                                (t.definitions or {}).get("slice_rule", ""), c.n_seeds,
-                                repr(c.seed_std),
-                                json.dumps([r.seed for r in members], default=str), differs,
-                                json.dumps([str(r.path) for r in members])])
-    return buf.getvalue()
+# The renderers live in adbench.report.render; imported here for the names callers know.
+from adbench.report.render import fmt_cell, render_csv, render_latex, render_markdown

@@ -68,13 +68,15 @@ def test_html_and_figures(runs, tmp_path, capsys):
     assert main(["leaderboard", str(root / "synth"), "--format", "html", "--out", str(out),
                  "--figures", str(figs), "--metrics", "auroc,dice_max,auprc"]) == 0
     names = sorted(p.name for p in figs.iterdir())
-    assert names == ["t1_synth_boxplot.png", "t1_synth_comparison.png", "t1_synth_roc_pr.png"]
+    assert names == ["pvalues_t1_synth_auprc.csv", "pvalues_t1_synth_auroc.csv",
+                     "pvalues_t1_synth_dice_max.csv", "t1_synth_boxplot.png",
+                     "t1_synth_comparison.png", "t1_synth_pvalues.png", "t1_synth_roc_pr.png"]
     import matplotlib.image as mpimg
-    for p in figs.iterdir():
+    for p in figs.glob("*.png"):
         img = mpimg.imread(p)
         assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.01  # a real, non-blank image
     html = out.read_text()
-    assert html.count('src="data:image/png;base64,') == 3 and "AUPRC" in html
+    assert html.count('src="data:image/png;base64,') == 4 and "AUPRC" in html
 
 
 def test_errors(tmp_path, capsys):
@@ -120,8 +122,8 @@ def test_incomplete_folders_are_skipped_with_one_line_each(tmp_path, fmt, capsys
 
 @pytest.mark.slow
 def test_end_to_end_two_real_runs(tmp_path, monkeypatch, capsys):
-    """Two `adbench run` seeds on the toy dataset: `evaluate` on a run's maps/ reproduces its
-    per_volume.csv byte for byte, and the leaderboard builds in all four formats."""
+    """Two `adbench run` seeds on the toy dataset: `evaluate` on a run's maps/ reproduces the
+    metrics of its per_volume.csv exactly, and the leaderboard builds in all four formats."""
     import toydata
 
     import adbench.plugins as plugins
@@ -138,7 +140,13 @@ def test_end_to_end_two_real_runs(tmp_path, monkeypatch, capsys):
     ev = tmp_path / "ev.csv"
     assert main(["evaluate", "--maps", f"{m}/*.nii.gz", "--labels", f"{m}/*_lesion.nii.gz",
                  "--brain-masks", f"{m}/*_brain.nii.gz", "--out", str(ev)]) == 0
-    assert ev.read_bytes() == (runs[0] / "per_volume.csv").read_bytes()
+    # every column evaluate writes is the run's, value for value, in the same order (the run
+    # adds what needs its dataset: lesion_ml, lesion_type, and the validation thresholds)
+    with open(ev, newline="") as f1, open(runs[0] / "per_volume.csv", newline="") as f2:
+        ev_rows, run_rows = list(csv.DictReader(f1)), list(csv.DictReader(f2))
+    assert len(ev_rows) == len(run_rows) >= 2 and set(ev_rows[0]) <= set(run_rows[0])
+    assert {"auroc", "dice_max", "auprc"} <= set(ev_rows[0])
+    assert [dict(r) for r in ev_rows] == [{k: r[k] for k in ev_rows[0]} for r in run_rows]
     for fmt in ("md", "latex", "csv", "html"):
         f = tmp_path / f"lb.{fmt}"
         assert main(["leaderboard", str(out), "--format", fmt, "--out", str(f)]) == 0

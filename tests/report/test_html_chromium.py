@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from adbench.report import build_leaderboard, find_runs, render_html
+from adbench.report.differences import diff_text
 from adbench.report.tables import fmt_cell
 
 from .conftest import VGG_A, VGG_RANDOM
@@ -29,8 +30,9 @@ class TableReader(HTMLParser):
         self.warnings: list[str] = []
         self.images: list[str] = []
         self._table = self._row = self._cell = None
-        self._in_tbody = self._in_warning = False
+        self._in_tbody = self._in_warning = self._in_diff = False
         self._bold: list[bool] = []
+        self.diffs: dict[str, list[list[str]]] = {}   # the small second line of each cell
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -41,6 +43,7 @@ class TableReader(HTMLParser):
             self._in_tbody = True
         elif tag == "tr" and self._in_tbody and self._table:
             self._row = []
+            self.diffs.setdefault(self._table, []).append([])
         elif tag == "td" and self._row is not None:
             self._cell = ""
             self._row_bold = "best" in (a.get("class") or "")
@@ -49,6 +52,9 @@ class TableReader(HTMLParser):
             self.warnings.append("")
         elif tag == "img":
             self.images.append(a.get("src", ""))
+        elif tag == "span" and "diff" in (a.get("class") or "") and self._cell is not None:
+            self._in_diff = True
+            self.diffs[self._table][-1].append("")
 
     def handle_endtag(self, tag):
         if tag == "td" and self._cell is not None:
@@ -63,9 +69,13 @@ class TableReader(HTMLParser):
             self._table = None
         elif tag == "div":
             self._in_warning = False
+        elif tag == "span":
+            self._in_diff = False
 
     def handle_data(self, data):
-        if self._cell is not None:
+        if self._in_diff:
+            self.diffs[self._table][-1][-1] += data
+        elif self._cell is not None:
             self._cell += data
         elif self._in_warning:
             self.warnings[-1] += data
@@ -123,4 +133,8 @@ def test_chromium_renders_and_sorts_the_table(tmp_path, make_run, table_values):
     assert alpha[1].startswith(f"**{mean:.2f} ± ")
     zs = t.cells[("zscore", "synthA", "dice_max")]
     assert rows[0][2] == fmt_cell(zs) and not zs.best
+    # the printed tables' second line is in the page too: Δ to the best, with its intervals
+    assert r.diffs[tid][2][0] == "best (reference)"
+    assert r.diffs[tid][0][0] == diff_text(t.cells[("zscore", "synthA", "auroc")])
+    assert r.diffs[tid][0][0].startswith("Δ -") and "; BCa [" in r.diffs[tid][0][0]
     assert r.images and r.images[0].startswith("data:image/png;base64,")
