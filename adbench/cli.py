@@ -16,7 +16,7 @@ from adbench import __version__
 __all__ = ["main", "build_parser"]
 
 # Sub-command modules in adbench.commands, in the order `adbench --help` lists them.
-COMMAND_MODULES = ("config", "prepare", "show", "evaluate", "leaderboard", "cache")
+COMMAND_MODULES = ("config", "prepare", "show", "evaluate", "leaderboard", "cache", "benchmark")
 
 
 def _add_run(sub) -> None:
