@@ -384,6 +384,10 @@ def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Datas
     del train
 
     result = evaluate_test_set(spec, folder, detector, ctx, test_ds, reference, progress=progress)
+    # a method's own account of its predict work (SCRPS: inversion start and step counts),
+    # taken before the validation slices add to it
+    method_info = getattr(detector, "inversion_summary", None)
+    inversion = method_info() if callable(method_info) else None
     t0 = time.perf_counter()  # after the test set: predicting more first could change its maps
     thresholds = apply_thresholds(spec, train_ds, validation, reference, detector, ctx, result,
                                   progress=progress)
@@ -399,7 +403,7 @@ def _execute(spec: RunSpec, folder: RunFolder, test_ds: Dataset, train_ds: Datas
                "inputs": input_files(spec),
                "train_data_sources": {k: sorted(v) for k, v in sorted(train_sources.items())},
                "n_train_slices": n_train_slices, "skipped_train_or_test": len(skipped),
-               **thresholds}
+               **thresholds, **({"inversion": inversion} if inversion else {})}
     folder.write_summary(summary)  # last: marks the run complete
     log.info("done: %s", folder.path)
     return summary

@@ -8,16 +8,15 @@ PRESETS = {
     "smoke": {"rec_width": 4, "disc_width": 4, "batch_size": 4, "iterations": 4,
               "pool_size": 8, "checkpoint_interval": 4, "log_interval": 2, "sample_interval": 4,
               "num_samples": 2},
-    # 2 idle CPU cores, at most ~10 minutes of fit: widths 8 / 8 (the original's 128 / 64),
-    # batch 8 as the original, 1,000 iterations. Measured on a shared machine, 1-thread
-    # process, CPU time between fits of 2 and 8 iterations on 160 x 128 synthetic slices
-    # (synthesis included): 0.89 s/iteration at widths 8 / 8 (2.35 s at 16 / 16, 3.98 s at
-    # 16 / 32); halved for 2 cores ~0.44 s, so 1,000 iterations in ~7.5 min (~8.7 min if 2
-    # threads give only 1.7x). lr 5e-4 instead of 1e-4 because the run is ~1 % of the
-    # original's length (the x0.2 steps at 80 % / 90 % are kept); not tuned on real data.
-    "cpu-quick": {"rec_width": 8, "disc_width": 8, "batch_size": 8, "iterations": 1000,
-                  "lr": 5e-4, "checkpoint_interval": 250, "log_interval": 25,
-                  "sample_interval": 250},
+    # 2 CPU cores, ~11 minutes of fit: widths 8 / 8 (the original's 128 / 64), batch 8 as the
+    # original, 400 iterations. A 1-thread process measured 0.89 s of CPU per iteration
+    # (synthesis included; 2.35 s at widths 16 / 16), but a full cpu-quick run on synth ran
+    # 1.6 s/iteration on 2 cores at load ~4 (iterations 25-50), so 400 rather than 1,000.
+    # lr 5e-4 instead of 1e-4 because the run is ~1 % of the original's length (the x0.2
+    # steps at 80 % / 90 % are kept); not tuned on real data.
+    "cpu-quick": {"rec_width": 8, "disc_width": 8, "batch_size": 8, "iterations": 400,
+                  "lr": 5e-4, "checkpoint_interval": 100, "log_interval": 25,
+                  "sample_interval": 100},
     # The original's widths (128 / 64), lr and batch; 10,000 iterations. An estimate, NOT
     # measured: ~97 M parameters, ~170 GFLOP per 160 x 128 slice forward, so ~4 TFLOP per
     # batch of 8 forward and backward; batch 8 uses an H200 poorly, so ~15-30 iterations/s

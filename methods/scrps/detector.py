@@ -17,7 +17,9 @@ import torch
 from adbench.data.volume import SliceSet
 from adbench.detector import Context, ReconstructionDetector
 from adbench.io import json_tensor, tensor_json
-from adbench.methods.scrps.inversion import PRECISIONS, invert
+from adbench.methods.scrps.encoder import (encode, encoder_digest, encoder_from_state,
+                                           encoder_state, resolve_encoder_config, train_encoder)
+from adbench.methods.scrps.inversion import PRECISIONS, invert, step_stats
 from adbench.methods.scrps.repository import Repository, build_repository
 from adbench.methods.scrps.retrieval import build_index, retrieve, swap
 from adbench.methods.scrps.stylegan2 import (generator_from_state, generator_state, load_generator,
@@ -26,6 +28,7 @@ from adbench.methods.scrps.stylegan_train import STYLEGAN_PRESETS, config_digest
 from adbench.params import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                             Range)
 from adbench.training import work_folder
+
 
 __all__ = ["SCRPS"]
 
@@ -44,6 +47,17 @@ class SCRPS(ReconstructionDetector):
                            trained and ``stylegan``/``stylegan_config`` are not used; the
                            file's sha256 is part of the model-cache key and the summary
     inversion_steps        Adam steps per slice (2,000)
+    inversion_init         start of the inversion: "mean" (the paper: the generator's mean w) or
+                           "encoder" (W+ codes of an encoder trained after the StyleGAN2 on the
+                           generator's samples and the healthy slices, see encoder.py); the
+                           repository and the test slices always use the same start
+    encoder_config         overrides of the encoder's ENCODER_DEFAULTS (dict: width,
+                           max_channels, head_channels, iterations, batch_size, lr,
+                           latent_weight, synthetic_weight, real_weight, mixing_prob, ...);
+                           used with inversion_init="encoder"; None: the defaults
+    inversion_tol          stopping rule: a slice stops when its loss improved by less than this
+                           relative tolerance over inversion_window steps (0 = off, the paper)
+    inversion_window       steps of the stopping rule's window (50)
     inversion_lr           Adam learning rate of the inversion (0.01)
     mse_weight             λ_mse of Eq. 1 (10)
     perceptual_weight      weight of L_percept in Eq. 1 (1; 0 = MSE-only inversion without VGG16,
@@ -67,7 +81,10 @@ class SCRPS(ReconstructionDetector):
 
     def __init__(self, stylegan: Literal["smoke", "cpu-quick", "gpu-quick", "paper"] = "paper",
                  stylegan_config: dict | None = None, generator: str | None = None,
-                 inversion_steps: NonNegativeInt = 2000, inversion_lr: PositiveFloat = 0.01,
+                 inversion_steps: NonNegativeInt = 2000,
+                 inversion_init: Literal["mean", "encoder"] = "mean",
+                 encoder_config: dict | None = None, inversion_tol: NonNegativeFloat = 0.0,
+                 inversion_window: PositiveInt = 50, inversion_lr: PositiveFloat = 0.01,
                  mse_weight: NonNegativeFloat = 10.0, perceptual_weight: NonNegativeFloat = 1.0,
                  perceptual_mode: Literal["lpips", "eq2"] = "lpips",
                  perceptual_blocks: Sequence[Annotated[int, Range(1, 5)]] = (1, 2, 3, 4, 5),
@@ -82,6 +99,10 @@ class SCRPS(ReconstructionDetector):
         self.stylegan_config = stylegan_config
         self.generator = generator
         self.inversion_steps = inversion_steps
+        self.inversion_init = inversion_init
+        self.encoder_config = encoder_config
+        self.inversion_tol = inversion_tol
+        self.inversion_window = inversion_window
         self.inversion_lr = inversion_lr
         self.mse_weight = mse_weight
         self.perceptual_weight = perceptual_weight
@@ -122,6 +143,14 @@ class SCRPS(ReconstructionDetector):
             raise ValueError(f"SCRPS perceptual_weight={self.perceptual_weight}: expected >= 0 (paper: 1)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"SCRPS precision={self.precision!r}: expected one of {PRECISIONS}")
+        if self.inversion_init not in ("mean", "encoder"):
+            raise ValueError(f"SCRPS inversion_init={self.inversion_init!r}: expected 'mean' "
+                             "(the paper) or 'encoder'")
+        if float(self.inversion_tol) < 0 or int(self.inversion_window) < 1:
+            raise ValueError(f"SCRPS inversion_tol={self.inversion_tol!r} (expected >= 0, 0 = off) "
+                             f"and inversion_window={self.inversion_window!r} (expected >= 1 step)")
+        if self.inversion_init == "encoder":
+            resolve_encoder_config(self.encoder_config)   # unknown keys fail before training
         for name in ("inversion_steps", "inversion_batch_size", "repository_chunk", "k1", "k2"):
             if int(getattr(self, name)) < (0 if name == "inversion_steps" else 1):
                 raise ValueError(f"SCRPS {name}={getattr(self, name)!r} must be a positive integer")
@@ -150,7 +179,12 @@ class SCRPS(ReconstructionDetector):
                 "mse_weight": float(self.mse_weight),
                 "perceptual_weight": float(self.perceptual_weight), "perceptual_mode": self.perceptual_mode,
                 "perceptual_blocks": [int(b) for b in self.perceptual_blocks],
-                "weights": str(self.weights), "precision": self.precision}
+                "weights": str(self.weights), "precision": self.precision,
+                # only when not the paper's: caches of mean-init, no-stop builds stay valid
+                **({"init": "encoder", "encoder_sha256": tensor_hash(self.encoder_)}
+                   if self.inversion_init == "encoder" else {}),
+                **({"tol": float(self.inversion_tol), "window": int(self.inversion_window)}
+                   if float(self.inversion_tol) > 0 else {})}
 
     # -- helpers built lazily (not learned state) ------------------------------------------
     def _module(self, name: str, device: torch.device):
@@ -180,21 +214,46 @@ class SCRPS(ReconstructionDetector):
             cache[key] = build_index(codes, split, chunk=int(self.retrieval_chunk))
         return cache[key]
 
-    def _invert(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+    def _invert(self, x: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes (B, L, D) and the Adam updates each slice received (B,): the one procedure
+        of the repository and the test slices (same start, steps and stopping rule)."""
         dev = torch.device(ctx.device)
         w = float(self.perceptual_weight)
         loss_fn = self._module("loss", dev) if w > 0 else None   # w = 0: no VGG16 at all
+        init = None
+        if self.inversion_init == "encoder":
+            init = encode(self.encoder_.to(dev), x, batch_size=int(self.inversion_batch_size))
         return invert(self.generator_, x, loss_fn, steps=int(self.inversion_steps),
                       lr=float(self.inversion_lr), mse_weight=float(self.mse_weight),
                       perceptual_weight=w,
                       batch_size=int(self.inversion_batch_size), precision=self.precision,
-                      compile=bool(self.compile), progress=ctx.progress)
+                      compile=bool(self.compile), progress=ctx.progress, init=init,
+                      tol=float(self.inversion_tol), window=int(self.inversion_window),
+                      return_steps=True)
+
+    def _train_or_load_encoder(self, train: SliceSet, ctx: Context):
+        """The inversion's encoder, trained (or resumed) in ``encoder-<digest>/`` of the model
+        folder, after the generator and with it frozen."""
+        cfg = resolve_encoder_config(self.encoder_config)
+        w = float(self.perceptual_weight)
+        dev = torch.device(ctx.device)
+        identity = {"generator_sha256": tensor_hash(self.generator_),
+                    "mse_weight": float(self.mse_weight), "perceptual_weight": w,
+                    **({"perceptual_mode": self.perceptual_mode, "weights": str(self.weights),
+                        "perceptual_blocks": [int(b) for b in self.perceptual_blocks]} if w > 0 else {})}
+        ctx.log.info("SCRPS: training the inversion encoder (%d iterations)", int(cfg["iterations"]))
+        with work_folder(ctx.workdir, f"encoder-{encoder_digest(cfg, identity)}") as work:
+            return train_encoder(self.generator_, train.images, cfg, work,
+                                 loss_fn=self._module("loss", dev) if w > 0 else None,
+                                 mse_weight=float(self.mse_weight), perceptual_weight=w,
+                                 identity=identity, device=ctx.device, seed=ctx.seed,
+                                 progress=ctx.progress, log=ctx.log)
 
     # -- fit -------------------------------------------------------------------------------
     def _fit(self, train: SliceSet, ctx: Context) -> None:
         self._validate()
-        self.__dict__.pop("_index_cache", None)
-        self.__dict__.pop("_modules_cache", None)
+        for k in ("_index_cache", "_modules_cache", "_test_steps"):
+            self.__dict__.pop(k, None)
         dev = torch.device(ctx.device)
         G = self._train_or_load_generator(train, ctx)
         self.generator_ = G.to(dev).eval().requires_grad_(False)
@@ -205,13 +264,27 @@ class SCRPS(ReconstructionDetector):
             self.weights_info_ = self._module("score", dev).weights_info
         else:
             self.weights_info_ = {"backbone": None, "source": "none (perceptual_weight=0)"}
+        self.encoder_ = (self._train_or_load_encoder(train, ctx)
+                         if self.inversion_init == "encoder" else None)
         ctx.log.info("SCRPS: inverting %.1f%% of %d training slices into the latent repository",
                      100 * self.repository_fraction, len(train))
         folder = None if ctx.workdir is None else Path(ctx.workdir) / "repository"
+        steps: list[torch.Tensor] = []
+
+        def invert_chunk(imgs: torch.Tensor) -> torch.Tensor:
+            codes, k = self._invert(imgs, ctx)
+            steps.append(k)
+            return codes
+
         self.repository_ = build_repository(
-            train.images, train.subjects, train.z, lambda imgs: self._invert(imgs, ctx), folder,
+            train.images, train.subjects, train.z, invert_chunk, folder,
             fraction=float(self.repository_fraction), generator=ctx.generator(offset=1),
             chunk_size=self._chunk_size(), meta=self._inversion_meta(), log=ctx.log)
+        # chunks resumed from disk were not inverted now: their counts are not known
+        self.inversion_info_ = {
+            "init": self.inversion_init, "steps": int(self.inversion_steps),
+            "tol": float(self.inversion_tol), "window": int(self.inversion_window),
+            "repository_steps": step_stats(torch.cat(steps) if steps else None)}
         if len(self.repository_) < self.k1:
             ctx.log.warning("SCRPS: the repository has %d codes, fewer than k1=%d; retrieval keeps "
                             "min(k, %d)", len(self.repository_), self.k1, len(self.repository_))
@@ -241,7 +314,8 @@ class SCRPS(ReconstructionDetector):
         dev = torch.device(ctx.device)
         G = self.generator_.to(dev)
         x = x.to(dev, torch.float32)
-        codes = self._invert(x, ctx)
+        codes, steps = self._invert(x, ctx)
+        self.__dict__.setdefault("_test_steps", []).append(steps.cpu())
         fused, idx, _, sims = retrieve(codes, self._index(dev), k1=int(self.k1), k2=int(self.k2),
                                        l1=int(self.l1), two_stage=bool(self.two_stage),
                                        chunk=int(self.retrieval_chunk), return_similarity=True)
@@ -250,9 +324,20 @@ class SCRPS(ReconstructionDetector):
         out: dict[str, torch.Tensor] = {}
         if extras:
             out["retrieval_similarity"] = sims.mean(dim=1).float().cpu()
+            if float(self.inversion_tol) > 0:     # otherwise every slice runs inversion_steps
+                out["inversion_steps"] = steps.float().cpu()
             if self.retrieved_perceptual:
                 out["retrieved_perceptual"] = self._retrieved_perceptual(x, idx, dev).cpu()
         return rec, out
+
+    def inversion_summary(self) -> dict:
+        """For ``summary.json``: the inversion's start and stopping rule, and the Adam updates
+        per slice (n, mean, min, max) of the repository build and of every slice inverted
+        since ``fit``/``load_state_dict`` (call it right after the test set)."""
+        self.check_fitted()
+        seen = self.__dict__.get("_test_steps") or []
+        return {**(self.inversion_info_ or {}),
+                "test_steps": step_stats(torch.cat(seen) if seen else None)}
 
     @torch.no_grad()
     def _retrieved_perceptual(self, x: torch.Tensor, idx: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -286,10 +371,21 @@ class SCRPS(ReconstructionDetector):
         state = generator_state(self.generator_)
         state["weights_info_json"] = json_tensor(self.weights_info_)
         state.update(self.repository_.to_tensors("repository."))
+        state["inversion_info_json"] = json_tensor(self.inversion_info_)
+        if self.encoder_ is not None:
+            state.update(encoder_state(self.encoder_, "encoder."))
         return state
 
     def _load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator_ = generator_from_state(state, where="SCRPS state")
         self.weights_info_ = tensor_json(state["weights_info_json"])
         self.repository_ = Repository.from_tensors(state, "repository.")
+        self.inversion_info_ = (tensor_json(state["inversion_info_json"])
+                                if "inversion_info_json" in state else None)
+        self.encoder_ = (encoder_from_state(state, "encoder.")
+                         if "encoder.config_json" in state else None)
+        if self.inversion_init == "encoder" and self.encoder_ is None:
+            raise ValueError("SCRPS state: inversion_init='encoder' but the saved model has no "
+                             "encoder (it was fitted with inversion_init='mean'); fit again")
         self.__dict__.pop("_index_cache", None)
+        self.__dict__.pop("_test_steps", None)

@@ -18,15 +18,33 @@ PRESETS = {
     # scores G_ema every 200 iterations (KID/FID on VGG16 features of 64 + 64 slices, SWD): 7
     # scores, estimated 2-3 more minutes (0.9 s per slice measured on heavily shared cores);
     # add "quality_interval": 0 to stylegan_config to skip them.
+    # The inversion starts from an encoder's W+ codes (encoder.py) instead of the mean w:
+    # trained after the StyleGAN2 (generator frozen) on its own samples and the healthy
+    # slices, MSE-only like the inversion. Measured 0.59-0.90 s of CPU time per encoder
+    # iteration (two phases of 8 slices at 160x128, width 16) in a 1-thread process
+    # (marginal cost between 2 and 6, and 2 and 12 iterations, on a loaded machine), so
+    # ~0.3-0.45 s on 2 cores: 600 iterations ~3-4.5 minutes, keeping the whole run within
+    # ~30 minutes (not yet measured end to end with the encoder).
     "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 1400},
+                  "inversion_init": "encoder",
+                  "encoder_config": {"width": 16, "max_channels": 64, "head_channels": 8,
+                                     "iterations": 600, "batch_size": 8, "lr": 1e-3,
+                                     "checkpoint_interval": 100, "log_interval": 25,
+                                     "sample_interval": 200},
                   "inversion_steps": 12, "inversion_lr": 0.1, "perceptual_weight": 0.0,
                   # 2 cores: B = 16 ran 57 image-steps/s, B = 64 only 33 (perf/inversion.py)
                   "inversion_batch_size": 16, "repository_fraction": 0.03,
                   "k1": 25, "k2": 5, "retrieved_perceptual": False},
     # One H200, <= 8 minutes end to end including StyleGAN2 training: full-width generator,
     # the paper's loss (VGG16 blocks 1-5 + 10 MSE), batched bf16 inversion with a shortened
-    # schedule (~2,100 slices x 50 steps at ~800+ image-steps/s).
-    "gpu-quick": {"stylegan": "gpu-quick", "inversion_steps": 50, "inversion_lr": 0.05,
+    # schedule (~2,100 slices x 50 steps at ~800+ image-steps/s), started from an encoder
+    # trained with the same loss (2,000 iterations of 2 x 32 slices: an estimate of a few
+    # minutes, not yet measured on the H200).
+    "gpu-quick": {"stylegan": "gpu-quick", "inversion_init": "encoder",
+                  "encoder_config": {"width": 32, "max_channels": 256, "head_channels": 16,
+                                     "iterations": 2000, "batch_size": 32, "lr": 1e-3,
+                                     "checkpoint_interval": 500, "sample_interval": 500},
+                  "inversion_steps": 50, "inversion_lr": 0.05,
                   "inversion_batch_size": 256, "precision": "bf16"},
     "paper": {},
 }
