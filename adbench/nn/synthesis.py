@@ -43,8 +43,10 @@ from scipy import ndimage
 from adbench.errors import ConfigError
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "SOURCES",
     "SynthesisConfig",
+    "image_files",
     "perlin_mask",
     "perlin_noise",
     "sample_seeds",
@@ -53,7 +55,8 @@ __all__ = [
 ]
 
 SOURCES = ("healthy", "procedural", "intensity", "dtd")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: image files a texture or anomaly folder may hold
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,23 +143,29 @@ def _pair(key: str, v: Sequence) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=8)
-def _dtd_listing(root: str) -> tuple[str, ...]:
+def _image_listing(root: str) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in Path(root).rglob("*")
-                        if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES))
+                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+
+
+def image_files(folder: str | None, *, key: str, hint: str) -> tuple[str, ...]:
+    """The image files under ``folder`` (recursively, sorted by path). A ConfigError naming
+    the config ``key`` (with ``hint``: what to do) when it is unset, not a folder, or empty."""
+    if folder is None:
+        raise ConfigError(f"{key} is not set; {hint}")
+    if not Path(folder).is_dir():
+        raise ConfigError(f"{key}: folder {str(folder)!r} not found; {hint}")
+    files = _image_listing(str(Path(folder).resolve()))
+    if not files:
+        raise ConfigError(f"{key}: folder {str(folder)!r} holds no images "
+                          f"({', '.join(IMAGE_SUFFIXES)}); {hint}")
+    return files
 
 
 def _dtd_files(root: str | None) -> tuple[str, ...]:
-    hint = ("set synthesis.dtd_root to a folder of texture images (e.g. DTD's dtd/images), or "
-            "drop 'dtd' from synthesis.sources")
-    if root is None:
-        raise ConfigError(f"synthesis.dtd_root: not set but 'dtd' is in synthesis.sources; {hint}")
-    if not Path(root).is_dir():
-        raise ConfigError(f"synthesis.dtd_root: folder {root} not found; {hint}")
-    files = _dtd_listing(str(Path(root).resolve()))
-    if not files:
-        raise ConfigError(f"synthesis.dtd_root: folder {root} holds no images "
-                          f"({', '.join(_IMAGE_SUFFIXES)}); {hint}")
-    return files
+    return image_files(root, key="synthesis.dtd_root",
+                       hint="set synthesis.dtd_root to a folder of texture images (e.g. DTD's "
+                            "dtd/images), or drop 'dtd' from synthesis.sources")
 
 
 # ---------------------------------------------------------------------------------- masks

@@ -12,10 +12,10 @@ data parallelism, logs, and the losses GANs and autoencoders share.
 """
 from .checkpoint import CheckpointError, config_digest, load_checkpoint, save_checkpoint
 from .distributed import all_reduce_mean, dist_info, init_distributed, sync_grads
-from .loop import (EMA, PRECISIONS, Env, LoopSettings, Phase, Step, TrainingTask, train,
-                   work_folder)
+from .loop import (EMA, PRECISIONS, Env, LoopSettings, Phase, Step, TrainingTask,
+                   epoch_iterations, train, work_folder)
 
 __all__ = ["train", "work_folder", "Phase", "Step", "EMA", "TrainingTask", "LoopSettings", "Env",
-           "PRECISIONS",
+           "PRECISIONS", "epoch_iterations",
            "config_digest", "load_checkpoint", "save_checkpoint", "CheckpointError",
            "init_distributed", "dist_info", "all_reduce_mean", "sync_grads"]

@@ -41,9 +41,17 @@ from .records import LossLog, save_curves, save_grid
 from .streams import RandomStreams
 
 __all__ = ["Phase", "Step", "EMA", "TrainingTask", "LoopSettings", "train", "work_folder",
-           "PRECISIONS"]
+           "PRECISIONS", "epoch_iterations"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def epoch_iterations(iterations: int | None, epochs: int, n_train: int, batch_size: int) -> int:
+    """The loop's length for a method that states it in epochs, as papers do: ``iterations``
+    when given, else ``epochs`` x floor(N / batch_size) (at least one iteration per epoch)."""
+    if iterations is not None:
+        return int(iterations)
+    return int(epochs) * max(int(n_train) // int(batch_size), 1)
 
 
 @dataclass

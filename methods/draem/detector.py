@@ -17,7 +17,7 @@ from adbench.detector import Context, Detector, Prediction
 from adbench.io import json_tensor, tensor_json
 from adbench.nn.synthesis import SynthesisConfig
 from adbench.params import NonNegativeFloat, PositiveFloat, PositiveInt, Range
-from adbench.training import work_folder
+from adbench.training import epoch_iterations, work_folder
 
 from .networks import DiscriminativeNet, ReconstructiveNet, check_size
 from .training import train_draem, training_digest
@@ -89,9 +89,7 @@ class DRAEM(Detector):
     # -- configuration ---------------------------------------------------------------------
     def n_iterations(self, n_train: int) -> int:
         """``iterations``, or ``epochs`` x floor(N / batch_size) (at least one per epoch)."""
-        if self.iterations is not None:
-            return int(self.iterations)
-        return int(self.epochs) * max(int(n_train) // int(self.batch_size), 1)
+        return epoch_iterations(self.iterations, self.epochs, n_train, self.batch_size)
 
     @classmethod
     def validate_config(cls, cfg: dict) -> None:

@@ -16,7 +16,7 @@ from adbench.data.volume import SliceSet
 from adbench.detector import Context, Prediction, ReconstructionDetector
 from adbench.io import json_tensor, tensor_json
 from adbench.params import NonNegativeFloat, PositiveFloat, PositiveInt, Range
-from adbench.training import work_folder
+from adbench.training import epoch_iterations, work_folder
 
 from .losses import latent_score
 from .networks import LEVELS, GANomalyGenerator, network_config
@@ -96,9 +96,7 @@ class GANomaly(ReconstructionDetector):
     # -- configuration ---------------------------------------------------------------------
     def n_iterations(self, n_train: int) -> int:
         """``iterations``, or ``epochs`` x floor(N / batch_size) (at least one per epoch)."""
-        if self.iterations is not None:
-            return int(self.iterations)
-        return int(self.epochs) * max(int(n_train) // int(self.batch_size), 1)
+        return epoch_iterations(self.iterations, self.epochs, n_train, self.batch_size)
 
     def training_config(self, images: torch.Tensor) -> dict:
         """The whole training config for slices ``images`` (N, 1, H, W): stored in the

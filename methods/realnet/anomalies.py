@@ -27,42 +27,29 @@ mask and the pool or folder.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from adbench.errors import ConfigError
-from adbench.nn.synthesis import SynthesisConfig, perlin_mask, synthesize
+from adbench.nn.synthesis import (
+    IMAGE_SUFFIXES,
+    SynthesisConfig,
+    image_files,
+    perlin_mask,
+    synthesize,
+)
 
-__all__ = ["AnomalySource", "SDAS_FACTOR", "IMAGE_SUFFIXES", "folder_files", "folder_images"]
+__all__ = ["IMAGE_SUFFIXES", "SDAS_FACTOR", "AnomalySource", "folder_files", "folder_images"]
 
 #: the code's ``sdas_transparency_range``: weight of the SDAS image inside the mask
 SDAS_FACTOR = (0.5, 1.0)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-@functools.lru_cache(maxsize=4)
-def _listing(root: str) -> tuple[str, ...]:
-    return tuple(sorted(str(p) for p in Path(root).rglob("*")
-                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-
-
 def folder_files(folder: str | None) -> tuple[str, ...]:
     """The image files of ``folder`` (recursively, sorted by path); ConfigError naming the
     key ``anomaly_folder`` when it is unset, missing or holds no images."""
-    hint = ("set `anomaly_folder` to a folder of pre-generated SDAS slices (PNG/JPG), or use "
-            "`anomaly_source: shared`")
-    if folder is None:
-        raise ConfigError(f"realnet: anomaly_source is 'folder' but anomaly_folder is not set; {hint}")
-    if not Path(folder).is_dir():
-        raise ConfigError(f"realnet: anomaly_folder {str(folder)!r} is not a folder; {hint}")
-    files = _listing(str(Path(folder).resolve()))
-    if not files:
-        raise ConfigError(f"realnet: anomaly_folder {str(folder)!r} holds no images "
-                          f"({', '.join(IMAGE_SUFFIXES)}); {hint}")
-    return files
+    return image_files(folder, key="realnet: anomaly_folder",
+                       hint="set `anomaly_folder` to a folder of pre-generated SDAS slices "
+                            "(PNG/JPG), or use `anomaly_source: shared`")
 
 
 def folder_images(folder: str | None, shape: tuple[int, int]) -> np.ndarray:

@@ -20,7 +20,7 @@ from adbench.errors import ConfigError
 from adbench.io import json_tensor, tensor_json
 from adbench.nn.extractor import Backbone, check_extractor_state, extractor_state, make_extractor
 from adbench.params import NonNegativeFloat, PositiveFloat, PositiveInt, Range, signature_defaults
-from adbench.training import work_folder
+from adbench.training import epoch_iterations, work_folder
 
 from .anomalies import AnomalySource
 from .networks import RealNetModel
@@ -151,9 +151,7 @@ class RealNet(Detector):
 
     def n_iterations(self, n_train: int) -> int:
         """``iterations``, or ``epochs`` x floor(N / batch_size) (at least one per epoch)."""
-        if self.iterations is not None:
-            return int(self.iterations)
-        return int(self.epochs) * max(int(n_train) // int(self.batch_size), 1)
+        return epoch_iterations(self.iterations, self.epochs, n_train, self.batch_size)
 
     def network_config(self, channels: dict[str, int]) -> dict:
         """The JSON config of :class:`RealNetModel` for the backbone's ``channels``."""
