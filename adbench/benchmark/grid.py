@@ -141,18 +141,25 @@ def read_grid_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _dataset_entry(path: Path, where: str, entry: Any, reg: Registry, split: str,
-                   roots: dict[str, str]) -> tuple[str, str | None, dict]:
-    """(name, data_root, config overrides) of a dataset entry, the name checked."""
+
+def _named_entry(path, where: str, entry, kind: str, keys) -> dict:
+    """A method or dataset entry as a mapping with a ``name``: a bare name is ``{name: ...}``;
+    anything else, or an unknown key, is a GridError naming the file and the entry."""
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
-        raise GridError(f"grid file {path}: {where}: expected a dataset name or a mapping "
-                        f"with keys {', '.join(DATASET_KEYS)}, got {entry!r}")
-    bad = sorted(set(entry) - set(DATASET_KEYS))
+        raise GridError(f"grid file {path}: {where}: expected a {kind} name or a mapping "
+                        f"with keys {', '.join(keys)}, got {entry!r}")
+    bad = sorted(set(entry) - set(keys))
     if bad:
         raise GridError(f"grid file {path}: {where}: unknown key(s) {bad}; valid keys: "
-                        f"{', '.join(DATASET_KEYS)}")
+                        f"{', '.join(keys)}")
+    return entry
+
+def _dataset_entry(path: Path, where: str, entry: Any, reg: Registry, split: str,
+                   roots: dict[str, str]) -> tuple[str, str | None, dict]:
+    """(name, data_root, config overrides) of a dataset entry, the name checked."""
+    entry = _named_entry(path, where, entry, "dataset", DATASET_KEYS)
     name = str(entry["name"])
     try:
         spec = reg.dataset(name)
@@ -221,15 +228,8 @@ def load_grid(path: str | Path, *, preset: str | None = None, roots: dict[str, s
     global_sweep = _sweep_items(path, "sweep", data.get("sweep"))
     entries = []
     for i, m in enumerate(data["methods"]):
-        m = {"name": m} if isinstance(m, str) else m
         where = f"methods[{i}]"
-        if not isinstance(m, dict) or "name" not in m:
-            raise GridError(f"grid file {path}: {where}: expected a method name or a mapping with "
-                            f"keys {', '.join(METHOD_KEYS)}, got {m!r}")
-        bad = sorted(set(m) - set(METHOD_KEYS))
-        if bad:
-            raise GridError(f"grid file {path}: {where}: unknown key(s) {bad}; valid keys: "
-                            f"{', '.join(METHOD_KEYS)}")
+        m = _named_entry(path, where, m, "method", METHOD_KEYS)
         try:
             reg.method(str(m["name"]))
         except UnknownNameError as exc:
