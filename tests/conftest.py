@@ -26,3 +26,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def synth_volumes(tmp_path_factory):
+    """One folder of generated synth volumes for the whole session (generated lazily, by the
+    first test that reads them; content-keyed, so every preset finds its own set); give it to a
+    test with :func:`synthcache.cache_with_synth`."""
+    return tmp_path_factory.mktemp("synth_volumes")
+

@@ -8,9 +8,11 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def grid_cache(tmp_path_factory):
-    """One ADBENCH_CACHE for every grid test: synth (smoke) is generated once."""
-    return tmp_path_factory.mktemp("grid_cache")
+def grid_cache(tmp_path_factory, synth_volumes):
+    """One ADBENCH_CACHE for every grid test, on the session's synth volumes."""
+    from synthcache import cache_with_synth
+
+    return cache_with_synth(tmp_path_factory.mktemp("grid_cache"), synth_volumes)
 
 
 @pytest.fixture

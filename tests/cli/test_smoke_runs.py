@@ -8,12 +8,14 @@ import pytest
 import yaml
 
 from adbench.cli import main
+from synthcache import cache_with_synth
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    # one synth generation for the whole module: every method runs on the same cached data
-    return tmp_path_factory.mktemp("smoke_cache")
+def shared_cache(tmp_path_factory, synth_volumes):
+    # one cache for the module (every method runs on the same slices), synth generated once
+    # per session
+    return cache_with_synth(tmp_path_factory.mktemp("smoke_cache"), synth_volumes)
 
 
 RECONSTRUCTION = ("scrps", "fanogan", "ganomaly", "memae")
