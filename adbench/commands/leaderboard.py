@@ -21,6 +21,7 @@ after a failed run; the exit status is 2 only when no complete run remains.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -52,12 +53,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from adbench.evaluation.volume import ROW_KEYS
+    from adbench.report.tables import THRESHOLD_METRICS
     from adbench.report import build_leaderboard, collect, render_csv, render_latex, render_markdown
     from adbench.report.differences import pvalue_csvs
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    valid = [k for k in ROW_KEYS if not k.startswith("n_")]
-    unknown = [m for m in metrics if m not in valid]
+    valid = [k for k in ROW_KEYS if not k.startswith("n_")] + list(THRESHOLD_METRICS)
+    # Dice at a label-free threshold: dice_fpr<percent>, as the runner names them
+    unknown = [m for m in metrics if m not in valid and not re.fullmatch(r"dice_fpr[0-9.]+", m)]
     if unknown or not metrics:
         print(f"adbench leaderboard: error: --metrics {args.metrics!r}: unknown {unknown}; "
               f"valid: {','.join(valid)}", file=sys.stderr)

@@ -40,11 +40,16 @@ from adbench.rundir import RunRecord, definitions_key, weights_key
 
 __all__ = ["Cell", "Table", "Leaderboard", "build_leaderboard", "render_markdown",
            "render_latex", "render_csv", "fmt_cell", "METRIC_LABELS", "DEFAULT_METRICS", "SMOKE",
+           "THRESHOLD_METRICS",
            "SMOKE_LABEL"]
 
 DEFAULT_METRICS = ("auroc", "dice_max")
-METRIC_LABELS = {"auroc": "AUROC", "dice_max": "⌈Dice⌉", "auprc": "AUPRC"}
-_LATEX_METRIC = {"auroc": "AUROC", "dice_max": r"$\lceil$Dice$\rceil$", "auprc": "AUPRC"}
+#: Dice at the thresholds set on healthy validation data (1 % and 5 % false-positive rate)
+THRESHOLD_METRICS = ("dice_fpr1", "dice_fpr5")
+METRIC_LABELS = {"auroc": "AUROC", "dice_max": "⌈Dice⌉", "auprc": "AUPRC",
+                 "dice_fpr1": "Dice@FPR1%", "dice_fpr5": "Dice@FPR5%"}
+_LATEX_METRIC = {"auroc": "AUROC", "dice_max": r"$\lceil$Dice$\rceil$", "auprc": "AUPRC",
+                 "dice_fpr1": r"Dice@FPR1\%", "dice_fpr5": r"Dice@FPR5\%"}
 
 
 @dataclass

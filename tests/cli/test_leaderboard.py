@@ -154,3 +154,27 @@ def test_end_to_end_two_real_runs(tmp_path, monkeypatch, capsys):
         text = f.read_text().replace(r"\_", "_")
         assert "zscore (smoke: pipeline check)" in text and "seed 1" not in text
         assert "2 seeds" in text or fmt == "csv"
+
+
+def test_label_free_threshold_dice_as_a_column(tmp_path, capsys):
+    """`--metrics dice_fpr1` tabulates the runner's Dice at the 1 %-FPR threshold: the cell is
+    the mean of the per-volume column; runs without the column show n/a."""
+    counts = {"n_voxels": 100, "n_lesion_voxels": 10, "n_slices": 2}
+    rows = {"a": [0.10, 0.30, 0.20], "b": [0.05, 0.15, 0.10]}
+    for meth, vals in rows.items():
+        write_run(tmp_path / "synth" / meth / "run1",
+                  [{"subject": f"v{i}", "auroc": 0.5 + v, "dice_max": 2 * v, "auprc": v, **counts,
+                    "dice_fpr1": v} for i, v in enumerate(vals)],
+                  method=meth, dataset="synth", seed=0)
+    write_run(tmp_path / "synth" / "c" / "run1",
+              [{"subject": f"v{i}", "auroc": 0.6, "dice_max": 0.3, "auprc": 0.2, **counts}
+               for i in range(3)],
+              method="c", dataset="synth", seed=0)
+    out = tmp_path / "lb.md"
+    assert main(["leaderboard", str(tmp_path / "synth"), "--metrics", "auroc,dice_fpr1",
+                 "--out", str(out), "--no-maps"]) == 0
+    lines = {ln.split("|")[1].strip(): ln for ln in out.read_text().splitlines()
+             if ln.startswith("| ") and not ln.startswith(("| ↳", "| Method"))}
+    assert "Dice@FPR1%" in out.read_text()
+    assert f"{100 * np.mean(rows['a']):.2f}" in lines["a"] and "n/a" in lines["c"]
+    assert main(["leaderboard", str(tmp_path / "synth"), "--metrics", "dice_fpr2x"]) == 2
