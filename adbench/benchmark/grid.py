@@ -18,7 +18,7 @@ A grid file (YAML, ``benchmarks/*.yaml``) names::
       - zscore                   # a bare name
       - name: scrps              # or a mapping:
         preset: paper            #   its own preset
-        config: {l1: 6}          #   method config overrides (bare keys, like --set k=v)
+        config: {l1: 6}          #   method config overrides (bare keys, like --set l1=6)
         sweep: {k2: [5, 10]}     #   this method's sweeps (bare keys = method config)
         variants:                #   tied values: one cell per entry (crossed with sweeps)
           - {k2: 5, k1: 25}

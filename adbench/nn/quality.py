@@ -264,8 +264,9 @@ class InceptionFeatures(nn.Module):
 
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"Inception checkpoint {str(path)!r} (config key "
-                                    f"'quality_inception') does not exist; give the path of a "
+            raise FileNotFoundError(f"Inception checkpoint {str(path)!r} (StyleGAN2 setting "
+                                    f"stylegan_config.quality_inception) does not exist; give the "
+                                    f"path of a "
                                     f"torchvision inception_v3 state dict, or leave the key "
                                     f"unset (null) for the VGG16 metrics alone")
         state = torch.load(path, map_location="cpu", weights_only=True)

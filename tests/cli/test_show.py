@@ -47,19 +47,20 @@ def test_show_generates_only_the_drawn_volume_and_a_run_reuses_it(tmp_path, monk
     cfg = {**spec.default_config, **spec.presets["smoke"], "n_train": 1, "n_test": 2,
            "progress": False}
     full = spec.factory(**{**cfg, "cache_dir": str(tmp_path / "full")})
-    assert len(full.prepare()) == 3
+    assert len(full.prepare()) == 5   # 1 train, 2 test, 2 healthy validation (smoke n_val)
     assert drawn.read_bytes() == (full.root / drawn.name).read_bytes()
     # a later run on the preview's cache keeps the drawn file and ends with the same manifest
     mtime = drawn.stat().st_mtime_ns
     later = spec.factory(**{**cfg, "cache_dir": str(shown)})
-    assert sorted(later.prepare()) == ["synth-test-0001", "synth-train-0000"]
+    assert sorted(later.prepare()) == ["synth-test-0001", "synth-train-0000", "synth-val-0000",
+                                       "synth-val-0001"]
     assert drawn.stat().st_mtime_ns == mtime
     assert ((later.root / "manifest.json").read_bytes()
             == (full.root / "manifest.json").read_bytes())
     # drawing again reads the cache as it is
     assert main(["show", "synth", "--out", str(out), "--preset", "smoke", "--n", "2", *small,
                  "--set", f"cache_dir={shown}", "--quiet"]) == 0
-    assert drawn.stat().st_mtime_ns == mtime and len(list(shown.rglob("*.npz"))) == 3
+    assert drawn.stat().st_mtime_ns == mtime and len(list(shown.rglob("*.npz"))) == 5
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -18,7 +18,8 @@ SOURCES = sorted(p for d in ("adbench", "methods", "datasets") for p in (ROOT / 
 PATTERNS = [
     re.compile(r"--set '?([a-z_][\w.]*)="),             # --set k2=20, --set 'dataset.x={…}'
     re.compile(r"config key [`'\"]([A-Za-z_]\w*)[`'\"]"),   # the config key `weights`
-    re.compile(r"\b(runner|preprocess|dataset|train)\.([a-z_]\w*)\b(?!\()"),
+    # not module paths: adbench.runner.resolve is a function, runner.resolve() a call
+    re.compile(r"(?<![\w.])(runner|preprocess|dataset|train)\.([a-z_]\w*)\b(?!\()"),
 ]
 
 
@@ -73,6 +74,7 @@ def test_every_key_named_in_user_facing_text_exists():
     ("set the config key `vgg16_weights`", [("method", "vgg16_weights")]),
     ("--set 'dataset.seg_overrides={a: b}'", [("dataset", "seg_overrides")]),
     ("use runner.localisation=native", [("runner", "localisation")]),
+    ("calls adbench.runner.resolve on each cell", []),
 ])
 def test_the_scanner_finds_keys(text, expected):
     assert set(_named_keys(text)) == set(expected)

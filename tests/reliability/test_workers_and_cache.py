@@ -172,8 +172,8 @@ def test_two_concurrent_smoke_runs_on_one_cache_both_finish_and_list_every_subje
             for i in range(2)]
     outs = [r.communicate(timeout=600)[0] for r in runs]
     assert [r.returncode for r in runs] == [0, 0], "\n".join(o[-2000:] for o in outs)
-    subjects = [f"synth-{split}-{i:04d}" for split, n in (("train", 4), ("test", 3))
-                for i in range(n)]
+    subjects = [f"synth-{split}-{i:04d}" for split, n in (("train", 4), ("test", 3), ("val", 2))
+                for i in range(n)]   # val: the healthy volumes of the label-free thresholds
     slices = json.loads((cache / "slices" / "synth" / "manifest.json").read_text())
     assert sorted(slices) == sorted(subjects), "the slice-cache manifest lost entries"
     for entry in slices.values():
