@@ -4,9 +4,11 @@ the best other method), the best mean in bold.
 
 Runs are never mixed silently:
 
-* runs whose pretrained weights differ (sha256, or source when no hash is known) go to
-  separate tables, and the leaderboard carries a visible warning; runs without pretrained
-  weights (e.g. ``zscore``) appear in every table, since no weights can disagree with theirs;
+* runs that used different weights for one backbone (sha256, or source when no hash is
+  known) go to separate tables, and the leaderboard carries a visible warning; different
+  backbones (VGG16 for one method, CLIP for another) share a table, and runs without
+  pretrained weights (e.g. ``zscore``) appear in every table, since no weights can disagree
+  with theirs;
 * runs evaluated under different metric definitions (region rule, slice rule, Dice variant)
   go to separate tables, with a warning;
 * runs of one method whose resolved configs differ (:mod:`adbench.report.identity`: the
@@ -107,6 +109,46 @@ def _describe_weights(key: tuple) -> str:
     return "; ".join(f"{b}: {i[:19]}" + ("…" if len(i) > 19 else "") for b, i in key)
 
 
+def _weight_groups(runs: list[RunRecord]) -> tuple[list[list[RunRecord]], set[tuple[str, str]]]:
+    """Split runs into tables so that no table holds two different weights of one backbone.
+
+    Backbones are compared by name (``vgg16``, ``clip``...): a PatchCore on VGG16 and a
+    MediCLIP on CLIP share a table, a VGG16 with ImageNet weights and a VGG16 with random ones
+    do not. Only the contested backbones split: a run is placed in every table whose weights
+    it agrees with, so runs without pretrained weights (or only with uncontested ones) appear
+    in every table; a table whose runs all sit in another table is dropped. Returns the
+    groups (input order kept) and the contested (backbone, identity) pairs."""
+    def by_backbone(r: RunRecord) -> dict[str, frozenset]:
+        out: dict[str, set] = {}
+        for backbone, ident in weights_key(r.weights):
+            out.setdefault(backbone, set()).add(ident)
+        return {b: frozenset(x) for b, x in out.items()}
+
+    keys = {id(r): by_backbone(r) for r in runs}
+    seen: dict[str, set[frozenset]] = {}
+    for k in keys.values():
+        for backbone, idents in k.items():
+            seen.setdefault(backbone, set()).add(idents)
+    contested = {b for b, v in seen.items() if len(v) > 1}
+    if not contested:
+        return [runs], set()
+    wanted = sorted({tuple(sorted((b, tuple(sorted(x))) for b, x in k.items() if b in contested))
+                     for k in keys.values()} - {()})
+    groups: list[list[RunRecord]] = []
+    members: list[frozenset] = []
+    for want in wanted:
+        w = {b: frozenset(x) for b, x in want}
+        group = [r for r in runs
+                 if all(keys[id(r)].get(b, x) == x for b, x in w.items())]
+        ids = frozenset(id(r) for r in group)
+        if ids not in members:
+            groups.append(group)
+            members.append(ids)
+    keep = [i for i in range(len(groups)) if not any(members[i] < m for m in members)]
+    conflicts = {(b, x) for b in contested for idents in seen[b] for x in idents}
+    return [groups[i] for i in keep], conflicts
+
+
 def _seed_order(r: RunRecord) -> tuple:
     s = r.seed
     return (0, s, "") if isinstance(s, int) and not isinstance(s, bool) else (1, 0, str(s))
@@ -158,14 +200,14 @@ def build_leaderboard(runs, metrics=DEFAULT_METRICS, *, alpha: float = 0.05) -> 
     tables: list[Table] = []
     weight_groups_seen = set()
     for dkey, druns in by_defs.items():
-        wkeys = sorted({weights_key(r.weights) for r in druns} - {()})
-        groups = [[r for r in druns if weights_key(r.weights) in (wk, ())] for wk in wkeys] or [druns]
-        weight_groups_seen.update(wkeys)
-        for wk, group in zip(wkeys or [()], groups):
+        groups, conflicts = _weight_groups(druns)
+        weight_groups_seen.update(conflicts)
+        for group in groups:
+            wk = tuple(sorted(set().union(*(weights_key(r.weights) for r in group))))
             tables.append(_table(group, metrics, wk, alpha, warnings))
-    if len(weight_groups_seen) > 1:
-        warnings.append("WARNING: runs used different pretrained weights ("
-                        + " | ".join(_describe_weights(k) for k in sorted(weight_groups_seen))
+    if weight_groups_seen:
+        warnings.append("WARNING: runs used different pretrained weights for one backbone ("
+                        + " | ".join(_describe_weights((k,)) for k in sorted(weight_groups_seen))
                         + "); they are shown in separate tables and must not be compared")
     for t in tables:
         if t.definitions is None:

@@ -162,3 +162,22 @@ def test_csv_reports_wilcoxon_and_bootstrap(tmp_path, make_run, table_values):
     assert float(r["p_wilcoxon_vs_best_other"]) == pytest.approx(wilcoxon(a, b).pvalue)
     assert (float(r["ci95_low"]), float(r["ci95_high"])) == pytest.approx(bootstrap_ci(a, seed=0))
     assert float(r["ci95_low"]) < np.mean(a) < float(r["ci95_high"])
+
+
+def test_different_backbones_share_a_table_only_one_backbones_weights_split(
+        tmp_path, make_run, table_values):
+    """A CLIP-based run beside VGG16-based ones is one table (nothing disagrees); a second
+    VGG16 identity splits only the VGG16 runs, and the CLIP and weight-free runs appear in
+    both tables."""
+    clip = {"method": {"backbone": "clip", "source": "random", "seed": 0, "sha256": None}}
+    build(make_run, table_values)
+    make_run("gamma", "synthA", table_values["beta"], weights=clip)
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    assert len(lb.tables) == 1 and not lb.warnings
+    assert lb.tables[0].rows == ["alpha", "beta", "gamma", "zscore"]
+    make_run("delta", "synthA", table_values["alpha"], weights=VGG_RANDOM)
+    lb = build_leaderboard(find_runs([tmp_path / "runs"]))
+    assert sorted(tuple(t.rows) for t in lb.tables) == [("alpha", "beta", "gamma", "zscore"),
+                                                         ("delta", "gamma", "zscore")]
+    warning = next(w for w in lb.warnings if "different pretrained weights" in w)
+    assert "vgg16: source:random" in warning and "clip" not in warning
