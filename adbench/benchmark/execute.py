@@ -39,6 +39,13 @@ ENV_KEYS = ("ADBENCH_CACHE", "ADBENCH_OFFLINE", "ADBENCH_VGG16_WEIGHTS", "TORCH_
 
 Payload = dict[str, Any]
 OnResult = Callable[[Payload, dict], None]
+#: called when a cell starts in a worker (``"running"``) or is handed to Ray (``"submitted"``)
+OnStart = Callable[[Payload, str], None]
+
+
+def _started(on_start: OnStart | None, p: Payload, status: str) -> None:
+    if on_start is not None:
+        on_start(p, status)
 
 
 def payload(cell: Cell, cell_id: str, runs_root: Path) -> Payload:
@@ -81,9 +88,10 @@ def _waves(items: list[Payload], first: set[str]) -> list[list[Payload]]:
     return [w for w in (a, b) if w]
 
 
-def run_local(items: list[Payload], on_result: OnResult) -> None:
+def run_local(items: list[Payload], on_result: OnResult, on_start: OnStart | None = None) -> None:
     """Sequentially in this process (the plan's order already trains before reusing)."""
     for p in items:
+        _started(on_start, p, "running")
         on_result(p, run_cell(p))
 
 
@@ -92,7 +100,8 @@ def _bind_gpu(gpu: str) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu
 
 
-def run_gpus(items: list[Payload], gpus: list[str], on_result: OnResult, first: set[str]) -> None:
+def run_gpus(items: list[Payload], gpus: list[str], on_result: OnResult, first: set[str],
+             on_start: OnStart | None = None) -> None:
     """One worker process per GPU (``--gpus 0,1``), each with ``CUDA_VISIBLE_DEVICES`` set
     to its GPU; a lane thread per GPU feeds its worker one cell at a time. The cells that
     fit run in the first wave, the cells that reuse a model after all fits are done."""
@@ -110,6 +119,7 @@ def run_gpus(items: list[Payload], gpus: list[str], on_result: OnResult, first: 
                         if not queue:
                             return
                         p = queue.pop(0)
+                        _started(on_start, p, "running")
                     try:
                         result = pool.submit(run_cell, p).result()
                     except Exception as exc:  # noqa: BLE001 - the worker died (e.g. the OOM killer)
@@ -137,7 +147,8 @@ def _resources(p: Payload) -> dict[str, float]:
 
 
 def run_ray(items: list[Payload], on_result: OnResult, first: set[str], *,
-            address: str | None = None, init_kwargs: dict | None = None) -> None:
+            address: str | None = None, init_kwargs: dict | None = None,
+            on_start: OnStart | None = None) -> None:
     """One Ray task per cell, with its ``num_cpus``/``num_gpus`` (a CUDA cell asks for one GPU
     unless the grid's ``resources`` say otherwise; Ray sets ``CUDA_VISIBLE_DEVICES`` in the
     task). ``address``: an existing cluster (``auto`` inside a Slurm allocation that runs
@@ -156,6 +167,8 @@ def run_ray(items: list[Payload], on_result: OnResult, first: set[str], *,
         task = ray.remote(max_retries=0)(run_cell)
         for wave in _waves(items, first):
             pending = {task.options(**_resources(p)).remote(p): p for p in wave}
+            for p in wave:   # queued in Ray: which one runs when is Ray's to say
+                _started(on_start, p, "submitted")
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
@@ -174,12 +187,13 @@ def run_ray(items: list[Payload], on_result: OnResult, first: set[str], *,
 
 def run(items: Iterable[Payload], on_result: OnResult, first: set[str], *, executor: str = "local",
         gpus: list[str] | None = None, address: str | None = None,
-        init_kwargs: dict | None = None) -> None:
+        init_kwargs: dict | None = None, on_start: OnStart | None = None) -> None:
     """Dispatch to the executor named by ``--executor`` (and ``--gpus`` for local)."""
     items = list(items)
     if executor == "ray":
-        run_ray(items, on_result, first, address=address, init_kwargs=init_kwargs)
+        run_ray(items, on_result, first, address=address, init_kwargs=init_kwargs,
+                on_start=on_start)
     elif gpus:
-        run_gpus(items, gpus, on_result, first)
+        run_gpus(items, gpus, on_result, first, on_start=on_start)
     else:
-        run_local(items, on_result)
+        run_local(items, on_result, on_start=on_start)

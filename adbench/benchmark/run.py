@@ -72,9 +72,17 @@ def run_grid(path: str | Path, *, output: str | Path = "runs", preset: str | Non
                       f"{pc.cell.seed}: {note}\n")
             out.flush()
 
+        def on_start(p: dict, status: str) -> None:
+            pc = by_id[p["id"]]
+            state.record_start(grid_dir, pc.id, status)
+            if status == "running":
+                out.write(f"cell #{pc.cell.index} {pc.cell.label()} on {pc.cell.dataset} seed "
+                          f"{pc.cell.seed}: started ({pc.status})\n")
+                out.flush()
+
         items = [execute.payload(pc.cell, pc.id, runs_root) for pc in todo]
         execute.run(items, on_result, first, executor=executor, gpus=gpus, address=address,
-                    init_kwargs=ray_init)
+                    init_kwargs=ray_init, on_start=on_start)
         done = [pc for pc in planned if pc.status == DONE and pc.run_dir is not None]
         _report(grid_dir, done, metrics, formats, out)
         state.render_report(grid_dir)

@@ -2,7 +2,8 @@
 
 ``<output>/<grid-name>/``::
 
-    grid.json        the grid file, and per cell: status (pending, running, done, failed),
+    grid.json        the grid file, and per cell: status (pending, running or submitted to
+                     Ray, done, failed), when it started,
                      run folder, attempts, seconds, worker, and for a failure the error and
                      its traceback; updated under a lock, written atomically after every cell
     report.md        rendered from grid.json after every cell
@@ -23,7 +24,8 @@ from typing import Any
 from adbench.io import atomic_write, file_sha256
 from adbench.locking import read_json, update_json
 
-__all__ = ["GRID_JSON", "REPORT", "read_state", "record_plan", "record_result", "render_report"]
+__all__ = ["GRID_JSON", "REPORT", "read_state", "record_plan", "record_start", "record_result",
+           "render_report"]
 
 GRID_JSON, REPORT = "grid.json", "report.md"
 
@@ -50,6 +52,16 @@ def record_plan(grid_dir: Path, grid, planned) -> None:
         return {"grid": grid.name, "file": str(grid.path.resolve()),
                 "file_sha256": file_sha256(grid.path), "cells": cells,
                 "order": [pc.id for pc in planned], "updated": _now()}
+    update_json(grid_dir / GRID_JSON, change)
+    render_report(grid_dir)
+
+
+def record_start(grid_dir: Path, cell_id: str, status: str = "running") -> None:
+    """Mark a cell as started (``running``) or handed to Ray (``submitted``)."""
+    def change(cur: dict) -> None:
+        c = cur.setdefault("cells", {}).setdefault(cell_id, {})
+        c.update(status=status, started=_now())
+        cur["updated"] = _now()
     update_json(grid_dir / GRID_JSON, change)
     render_report(grid_dir)
 
@@ -81,13 +93,14 @@ def render_report(grid_dir: Path) -> str:
              (f"file: `{state.get('file', '?')}` (sha256 {str(state.get('file_sha256'))[:12]}), "
               f"updated {state.get('updated', '?')}"), "",
              "cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
-             "| # | cell | dataset | seed | status | attempts | seconds | run folder |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| # | cell | dataset | seed | status | started | attempts | seconds | run folder |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for i in order:
         c = cells[i]
         sec = c.get("seconds")
         lines.append(f"| {c.get('index', '')} | {c.get('label', '')} | {c.get('dataset', '')} | "
-                     f"{c.get('seed', '')} | {c.get('status', '')} | {c.get('attempts', 0)} | "
+                     f"{c.get('seed', '')} | {c.get('status', '')} | {c.get('started', '')} | "
+                     f"{c.get('attempts', 0)} | "
                      f"{'' if sec is None else f'{sec:.1f}'} | {c.get('run_dir') or ''} |")
     failed = [i for i in order if cells[i].get("status") == "failed"]
     if failed:

@@ -41,17 +41,21 @@ def test_failing_cell_is_isolated_then_retried(tmp_path, shared_cache, monkeypat
         sweep: {zscore.eps: [5.0, 0.05]}
     """)
     real = ZScore._predict
+    out = tmp_path / "out"
+    seen = []    # the grid's own record while the cell runs
 
     def broken(self, x, ctx):   # a plugin exception in one cell only
         if self.eps == 5.0:
+            seen.append({c["varied"]["eps"]: c["status"] for c in _cells(out / "fail").values()})
             raise RuntimeError("plugin exploded at eps=5.0")
         return real(self, x, ctx)
 
     monkeypatch.setattr(ZScore, "_predict", broken)
-    out = tmp_path / "out"
     assert run_grid(grid, output=out, formats=()) == 1   # non-zero, after the other cell ran
     printed = capsys.readouterr().out
     assert "FAILED: RuntimeError: plugin exploded at eps=5.0" in printed
+    assert seen and seen[0] == {5.0: "running", 0.05: "pending"}   # report.md says which runs
+    assert "zscore (eps=5.0) on synth seed 0: started" in printed
     cells = {c["varied"]["eps"]: c for c in _cells(out / "fail").values()}
     bad, good = cells[5.0], cells[0.05]
     assert bad["status"] == "failed" and good["status"] == "done"
