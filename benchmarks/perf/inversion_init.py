@@ -23,7 +23,8 @@ and normalised without the training histogram reference (the same input for both
     python benchmarks/perf/inversion_init.py --dataset synth --preset smoke --n-slices 4 \\
         --budget 6 --workdir /tmp/inv-init
     python benchmarks/perf/inversion_init.py --dataset synth --preset cpu-quick --n-slices 64 \\
-        --budget 400 --workdir runs/inversion-init --out inversion_init.json
+        --budget 400 --workdir runs/inversion-init --out inversion_init.json \\
+        --figure runs/inversion-init/evidence
 """
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--every", type=int, default=None, help="curve sampling interval (default: budget/50)")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--figure", default=None, type=Path,
+                   help="also save the evidence as PNGs: <figure>-curves.png (loss against "
+                        "step, both starts) and <figure>-maps.png (slices, lesion, both "
+                        "reconstructions and their A_per maps)")
+    p.add_argument("--figure-slices", type=int, default=6, help="rows of the maps figure")
     return p.parse_args(argv)
 
 
@@ -111,6 +117,48 @@ def pearson_in_brain(a: torch.Tensor, b: torch.Tensor, brain: torch.Tensor) -> l
     return out
 
 
+def save_figures(stem: Path, curves: dict, x, lesion, recs: dict, maps: dict, n_rows: int) -> list[str]:
+    """The loss curves of both starts, and for ``n_rows`` evenly spaced slices: input, lesion,
+    each start's pseudo-healthy reconstruction and A_per map (one colour scale per slice)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, c in curves.items():
+        ax.plot(c["step"], c["mean"], label=f"{name} start (mean)")
+        ax.fill_between(c["step"], c["p10"], c["p90"], alpha=0.2, label=f"{name} start (10-90%)")
+    ax.set(xlabel="inversion step", ylabel="inversion loss (Eq. 1)", yscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [str(stem) + "-curves.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+
+    rows = np.unique(np.linspace(0, len(x) - 1, min(n_rows, len(x))).round().astype(int))
+    cols = ["slice", "lesion", "rec. (mean start)", "rec. (encoder start)",
+            "A_per (mean start)", "A_per (encoder start)"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.7 * len(cols), 2.0 * len(rows)),
+                             squeeze=False)
+    for r, i in enumerate(rows):
+        hi = float(max(maps["mean"][i].max(), maps["encoder"][i].max()))
+        panels = [(x[i, 0], "gray", -1, 1), (lesion[i].float(), "gray", 0, 1),   # images in [-1, 1]
+                  (recs["mean"][i, 0], "gray", -1, 1), (recs["encoder"][i, 0], "gray", -1, 1),
+                  (maps["mean"][i], "magma", 0, hi), (maps["encoder"][i], "magma", 0, hi)]
+        for c, (img, cmap, lo, top) in enumerate(panels):
+            a = axes[r, c]
+            a.imshow(np.asarray(img, dtype=float), cmap=cmap, vmin=lo, vmax=top)
+            a.set_xticks([]), a.set_yticks([])
+            if r == 0:
+                a.set_title(cols[c], fontsize=8)
+    fig.tight_layout()
+    paths.append(str(stem) + "-maps.png")
+    fig.savefig(paths[1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -161,9 +209,10 @@ def main(argv=None) -> int:
 
     # A_per maps of the two protocols' reconstructions
     score = PerceptualScore(weights=cfg["weights"]).to(dev)
-    maps = {}
+    maps, recs = {}, {}
     for name, det in (("mean", mean_det), ("encoder", enc_det)):
         rec = torch.cat([det.reconstruct(x[i:i + 32], ctx) for i in range(0, len(x), 32)])
+        recs[name] = rec
         with torch.no_grad():
             maps[name] = torch.cat([score(x[i:i + 32].to(dev), rec[i:i + 32].to(dev)).cpu()
                                     for i in range(0, len(x), 32)])
@@ -196,6 +245,9 @@ def main(argv=None) -> int:
                     "curve_mean": round(t_mean, 2), "curve_encoder": round(t_enc, 2)},
         "inversion_info": {"mean": mean_det.inversion_info_, "encoder": enc_det.inversion_info_},
     }
+    if args.figure:
+        out["figures"] = save_figures(args.figure, out["curves"], x, lesion, recs, maps,
+                                      args.figure_slices)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

@@ -8,7 +8,11 @@ PRESETS = {
     "smoke": {"stylegan": "smoke",
               "stylegan_config": {"iterations": 4, "checkpoint_interval": 4, "sample_interval": 4},
               "inversion_steps": 3, "inversion_lr": 0.05, "perceptual_weight": 0.0,
-              "inversion_batch_size": 64, "k1": 10, "k2": 4, "retrieved_perceptual": False},
+              "inversion_batch_size": 64, "k1": 10, "k2": 4, "retrieved_perceptual": False,
+              # used only with --set inversion_init=encoder (e.g. benchmarks/perf/inversion_init.py)
+              "encoder_config": {"width": 8, "max_channels": 16, "head_channels": 4,
+                                 "iterations": 4, "batch_size": 4, "checkpoint_interval": 4,
+                                 "log_interval": 2, "sample_interval": 4, "num_samples": 4}},
     # 2 CPU cores, <= 30 minutes end to end on synth (measured: 25.0 min from an empty cache,
     # synth generation included): the cpu-quick StyleGAN2 stopped at 1,400 of its 2,200
     # iterations (~17 min), then a short MSE-only inversion (12 Adam steps at lr 0.1, ~35
