@@ -92,8 +92,12 @@ def model_keys(spec: RunSpec, train: TrainingSet | str) -> tuple[str, str]:
     so a model fitted with the same settings on other data can be found and named."""
     predict_only = set((spec.registry or get_registry()).method(spec.method).predict_keys)
     fit_config = {k: v for k, v in spec.method_config.items() if k not in predict_only}
-    # a file enters the key by content, not by name
+    # a file enters the key by content, not by name: the method's file_keys, and any other
+    # fit key whose value names an existing weights file (``weights=/path/vgg16.pth``), so a
+    # file replaced at the same path refits and a copy at another path does not
     fit_config.update({k: f"sha256:{v['sha256']}" for k, v in input_files(spec).items()})
+    fit_config.update({k: f"sha256:{file_sha256(v)}" for k, v in fit_config.items()
+                       if _weights_file(v)})
     payload = {"method": spec.method, "config": fit_config, "preprocess": spec.preprocess.to_dict(),
                "seed": spec.seed, "max_train_volumes": spec.runner["max_train_volumes"]}
     config_key = _digest(payload)
@@ -104,6 +108,15 @@ def model_keys(spec: RunSpec, train: TrainingSet | str) -> tuple[str, str]:
     else:
         payload["train"] = train
     return _digest(payload), config_key
+
+
+#: file names that are weights (a value such as ``imagenet`` or ``random`` is not a path)
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz", ".pkl")
+
+
+def _weights_file(v: Any) -> bool:
+    return (isinstance(v, str) and not v.startswith("sha256:")
+            and v.lower().endswith(WEIGHT_SUFFIXES) and Path(v).is_file())
 
 
 def _digest(payload: dict) -> str:
