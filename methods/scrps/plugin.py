@@ -13,22 +13,21 @@ PRESETS = {
               "encoder_config": {"width": 8, "max_channels": 16, "head_channels": 4,
                                  "iterations": 4, "batch_size": 4, "checkpoint_interval": 4,
                                  "log_interval": 2, "sample_interval": 4, "num_samples": 4}},
-    # 2 CPU cores, <= 30 minutes end to end on synth (measured: 25.0 min from an empty cache,
-    # synth generation included): the cpu-quick StyleGAN2 stopped at 1,400 of its 2,200
-    # iterations (~17 min), then a short MSE-only inversion (12 Adam steps at lr 0.1, ~35
-    # image-steps/s) of 3% of the training slices and of every test slice. A pipeline-level
-    # run, not the paper's fidelity: VGG16 in the inversion loop costs ~19 GFLOP per
-    # image-step here (~1 image-step/s on 2 cores), out of reach. The StyleGAN2 preset also
-    # scores G_ema every 200 iterations (KID/FID on VGG16 features of 64 + 64 slices, SWD): 7
-    # scores, estimated 2-3 more minutes (0.9 s per slice measured on heavily shared cores);
-    # add "quality_interval": 0 to stylegan_config to skip them.
-    # The inversion starts from an encoder's W+ codes (encoder.py) instead of the mean w:
-    # trained after the StyleGAN2 (generator frozen) on its own samples and the healthy
-    # slices, MSE-only like the inversion. Measured 0.59-0.90 s of CPU time per encoder
-    # iteration (two phases of 8 slices at 160x128, width 16) in a 1-thread process
-    # (marginal cost between 2 and 6, and 2 and 12 iterations, on a loaded machine), so
-    # ~0.3-0.45 s on 2 cores: 600 iterations ~3-4.5 minutes, keeping the whole run within
-    # ~30 minutes (not yet measured end to end with the encoder).
+    # 2 CPU cores, synth, from an empty model cache. The cpu-quick StyleGAN2 stops at 1,400 of
+    # its 2,200 iterations, then a short MSE-only inversion (12 Adam steps at lr 0.1, ~35-57
+    # image-steps/s) of 3% of the training slices and of every test slice, started from an
+    # encoder's W+ codes (encoder.py: trained after the StyleGAN2, generator frozen, on its
+    # own samples and the healthy slices, MSE-only like the inversion). A pipeline-level run,
+    # not the paper's fidelity: VGG16 in the inversion loop costs ~19 GFLOP per image-step
+    # here (~1 image-step/s on 2 cores), out of reach. The StyleGAN2 preset also scores G_ema
+    # every 200 iterations (KID/FID on VGG16 features, SWD; ~6 s each); add
+    # "quality_interval": 0 to stylegan_config to skip them.
+    # Measured end to end in the table1-synth grid (session 6, 2 cores): 50.8 min, of which
+    # ~12 min shared the cores with other work. StyleGAN2 0.62-0.83 s/iteration on idle
+    # cores (~17 min), encoder 0.80-0.84 s/iteration (600: 8 min), repository 1 min, 513 test
+    # slices 5.4 min (0.63 s/slice), 256 healthy validation slices 3 min: ~36 min on idle
+    # cores, above the 30-minute target. Not yet re-sized (e.g. 250 encoder iterations and
+    # runner.val_max_slices 128 would save ~6 min, estimated, not measured).
     "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 1400},
                   "inversion_init": "encoder",
                   "encoder_config": {"width": 16, "max_channels": 64, "head_channels": 8,
