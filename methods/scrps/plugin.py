@@ -14,7 +14,7 @@ PRESETS = {
                                  "iterations": 4, "batch_size": 4, "checkpoint_interval": 4,
                                  "log_interval": 2, "sample_interval": 4, "num_samples": 4}},
     # 2 CPU cores, synth, from an empty model cache, <= 30 minutes end to end. The cpu-quick
-    # StyleGAN2 stops at 1,200 of its 2,200 iterations, then a short MSE-only inversion (12
+    # StyleGAN2 stops at 1,100 of its 2,200 iterations, then a short MSE-only inversion (12
     # Adam steps at lr 0.1, ~35-57 image-steps/s) of 3% of the training slices and of every
     # test slice, started from an encoder's W+ codes (encoder.py: trained after the
     # StyleGAN2, generator frozen, on its own samples and the healthy slices, MSE-only like
@@ -22,17 +22,18 @@ PRESETS = {
     # loop costs ~19 GFLOP per image-step here (~1 image-step/s on 2 cores), out of reach.
     # The StyleGAN2 preset also scores G_ema every 200 iterations (KID/FID on VGG16
     # features, SWD; ~6 s each); add "quality_interval": 0 to stylegan_config to skip them.
-    # Sized from the session-6 grid (1,400 + 600 iterations: ~36 min on idle cores):
-    # StyleGAN2 ~0.78 s/iteration, encoder ~0.75 s/iteration, 513 test slices ~0.6 s each,
-    # 256 validation slices ~0.6 s each. 1,200 + 250 iterations save ~6.5 min; the encoder's
-    # real-slice loss at 250 iterations is 1.20 against 1.05 at 600, and SWD at 1,200 is 93
-    # against 73 at 1,400 (blurrier samples; neither is a brain: see issue #19, cpu-long).
-    "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 1200},
+    # Sized by measurement: the session-6 recipe (1,400 + 600 iterations) took ~36 min on idle
+    # cores; StyleGAN2 runs ~0.85 s/iteration, the encoder ~0.8 s/iteration, and generating
+    # synth, the repository, 256 validation and 513 test slices take ~10 min together. The
+    # cost: the encoder's real-slice loss is 1.31 at 150 iterations against 1.05 at 600, and
+    # SWD falls from 143 (1,000) and 93 (1,200) to 73 at 1,400 (blobs either way, not brains:
+    # issue #19's cpu-long preset is the recipe for quality).
+    "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 1100},
                   "inversion_init": "encoder",
                   "encoder_config": {"width": 16, "max_channels": 64, "head_channels": 8,
-                                     "iterations": 250, "batch_size": 8, "lr": 1e-3,
+                                     "iterations": 150, "batch_size": 8, "lr": 1e-3,
                                      "checkpoint_interval": 50, "log_interval": 25,
-                                     "sample_interval": 125},
+                                     "sample_interval": 75},
                   "inversion_steps": 12, "inversion_lr": 0.1, "perceptual_weight": 0.0,
                   # 2 cores: B = 16 ran 57 image-steps/s, B = 64 only 33 (perf/inversion.py)
                   "inversion_batch_size": 16, "repository_fraction": 0.03,
