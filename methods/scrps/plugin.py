@@ -13,27 +13,29 @@ PRESETS = {
               "encoder_config": {"width": 8, "max_channels": 16, "head_channels": 4,
                                  "iterations": 4, "batch_size": 4, "checkpoint_interval": 4,
                                  "log_interval": 2, "sample_interval": 4, "num_samples": 4}},
-    # 2 CPU cores, synth, from an empty model cache, <= 30 minutes end to end. The cpu-quick
-    # StyleGAN2 stops at 1,100 of its 2,200 iterations, then a short MSE-only inversion (12
-    # Adam steps at lr 0.1, ~35-57 image-steps/s) of 3% of the training slices and of every
-    # test slice, started from an encoder's W+ codes (encoder.py: trained after the
-    # StyleGAN2, generator frozen, on its own samples and the healthy slices, MSE-only like
-    # the inversion). A pipeline-level run, not the paper's fidelity: VGG16 in the inversion
-    # loop costs ~19 GFLOP per image-step here (~1 image-step/s on 2 cores), out of reach.
-    # The StyleGAN2 preset also scores G_ema every 200 iterations (KID/FID on VGG16
-    # features, SWD; ~6 s each); add "quality_interval": 0 to stylegan_config to skip them.
-    # Sized by measurement: the session-6 recipe (1,400 + 600 iterations) took ~36 min on idle
-    # cores; StyleGAN2 runs ~0.85 s/iteration, the encoder ~0.8 s/iteration, and generating
-    # synth, the repository, 256 validation and 513 test slices take ~10 min together. The
-    # cost: the encoder's real-slice loss is 1.31 at 150 iterations against 1.05 at 600, and
-    # SWD falls from 143 (1,000) and 93 (1,200) to 73 at 1,400 (blobs either way, not brains:
-    # issue #19's cpu-long preset is the recipe for quality).
-    "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 1100},
+    # 2 CPU cores, synth, from an empty cache (synth volumes too), <= 30 minutes end to end.
+    # The cpu-quick StyleGAN2 stops at 900 of its 2,200 iterations, then a short MSE-only
+    # inversion (12 Adam steps at lr 0.1, ~40-57 image-steps/s) of 3% of the training slices
+    # and of every test slice, started from an encoder's W+ codes (encoder.py: trained after
+    # the StyleGAN2, generator frozen, on its own samples and the healthy slices, MSE-only
+    # like the inversion). A pipeline-level run, not the paper's fidelity: VGG16 in the
+    # inversion loop costs ~19 GFLOP per image-step here (~1 image-step/s on 2 cores), out
+    # of reach. The StyleGAN2 is scored every 300 iterations here (KID/FID on VGG16
+    # features, SWD; ~8 s each); add "quality_interval": 0 to stylegan_config to skip them.
+    # Sized by measurement (session 7, idle cores): with 1,100 + 150 iterations the run took
+    # 31.8 min: synth generation and slices 3.6 min, StyleGAN2 17.9 min (0.90 s/iteration),
+    # encoder 1.9 min (0.74 s/iteration), repository 0.7 min, 256 validation slices 2.4 min
+    # and 513 test slices 4.5 min (0.53 s each: 12 inversion steps ~0.29 s, A_per ~0.25 s).
+    # 900 + 100 iterations save ~3.9 min. The cost: the encoder's real-slice loss is 1.51
+    # at 100 iterations against 1.05 at 600, and G_ema's SWD is 166 at 800 and 143 at 1,000
+    # against 73 at 1,400 (blobs either way, not brains: issue #19's cpu-long preset is the
+    # recipe for quality).
+    "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 900, "quality_interval": 300},
                   "inversion_init": "encoder",
                   "encoder_config": {"width": 16, "max_channels": 64, "head_channels": 8,
-                                     "iterations": 150, "batch_size": 8, "lr": 1e-3,
+                                     "iterations": 100, "batch_size": 8, "lr": 1e-3,
                                      "checkpoint_interval": 50, "log_interval": 25,
-                                     "sample_interval": 75},
+                                     "sample_interval": 50},
                   "inversion_steps": 12, "inversion_lr": 0.1, "perceptual_weight": 0.0,
                   # 2 cores: B = 16 ran 57 image-steps/s, B = 64 only 33 (perf/inversion.py)
                   "inversion_batch_size": 16, "repository_fraction": 0.03,
