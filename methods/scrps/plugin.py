@@ -26,10 +26,12 @@ PRESETS = {
     # 31.8 min: synth generation and slices 3.6 min, StyleGAN2 17.9 min (0.90 s/iteration),
     # encoder 1.9 min (0.74 s/iteration), repository 0.7 min, 256 validation slices 2.4 min
     # and 513 test slices 4.5 min (0.53 s each: 12 inversion steps ~0.29 s, A_per ~0.25 s).
-    # 900 + 100 iterations save ~3.9 min. The cost: the encoder's real-slice loss is 1.51
-    # at 100 iterations against 1.05 at 600, and G_ema's SWD is 166 at 800 and 143 at 1,000
-    # against 73 at 1,400 (blobs either way, not brains: issue #19's cpu-long preset is the
-    # recipe for quality).
+    # 900 + 100 iterations: measured 28.4 min end to end from an empty cache (synth and
+    # slices 4.1 min, StyleGAN2 14.8 min at 0.9-1.3 s/iteration, encoder 1.1 min, repository
+    # 0.8, validation 2.2, test 4.5; session 7, idle cores). The cost: the encoder's
+    # real-slice loss is 1.46 at 100 iterations (1.05 at 600 in session 6), G_ema's SWD 159
+    # at 900 against 73 at 1,400 (blobs either way, not brains: issue #19's cpu-long preset
+    # is the recipe for quality). What limits SCRPS here: benchmarks/perf/scrps_limits.py.
     "cpu-quick": {"stylegan": "cpu-quick", "stylegan_config": {"iterations": 900, "quality_interval": 300},
                   "inversion_init": "encoder",
                   "encoder_config": {"width": 16, "max_channels": 64, "head_channels": 8,
