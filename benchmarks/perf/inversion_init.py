@@ -117,6 +117,33 @@ def pearson_in_brain(a: torch.Tensor, b: torch.Tensor, brain: torch.Tensor) -> l
     return out
 
 
+def pooled_metrics(m: torch.Tensor, lesion: torch.Tensor, brain: torch.Tensor) -> dict:
+    """Pixel AUROC and ⌈Dice⌉ of maps ``m`` (N, H, W) over the pooled brain pixels."""
+    from adbench.evaluation.metrics import auroc, dice_max
+    br = brain.numpy()
+    s, y = m.numpy()[br], lesion.numpy()[br]
+    return {"auroc": float(auroc(s, y)), "dice_max": float(dice_max(s, y))}
+
+
+def draw_row(axes, r: int, panels, titles, fontsize: int = 8) -> None:
+    """Row ``r`` of a panel figure: (image, cmap, vmin, vmax) per column; titles on row 0."""
+    for c, (img, cmap, lo, top) in enumerate(panels):
+        a = axes[r, c]
+        a.imshow(np.asarray(img, dtype=float), cmap=cmap, vmin=lo, vmax=top)
+        a.set_xticks([]), a.set_yticks([])
+        if r == 0:
+            a.set_title(titles[c], fontsize=fontsize)
+
+
+def emit(out: dict, path: str | None) -> None:
+    """Print the JSON object, and write it to ``path`` too (atomically) when given."""
+    text = json.dumps(out, indent=2)
+    print(text)
+    if path:
+        from adbench.io import atomic_write
+        atomic_write(path, text + "\n")
+
+
 def save_figures(stem: Path, curves: dict, x, lesion, recs: dict, maps: dict, n_rows: int) -> list[str]:
     """The loss curves of both starts, and for ``n_rows`` evenly spaced slices: input, lesion,
     each start's pseudo-healthy reconstruction and A_per map (one colour scale per slice)."""
@@ -146,12 +173,7 @@ def save_figures(stem: Path, curves: dict, x, lesion, recs: dict, maps: dict, n_
         panels = [(x[i, 0], "gray", -1, 1), (lesion[i].float(), "gray", 0, 1),   # images in [-1, 1]
                   (recs["mean"][i, 0], "gray", -1, 1), (recs["encoder"][i, 0], "gray", -1, 1),
                   (maps["mean"][i], "magma", 0, hi), (maps["encoder"][i], "magma", 0, hi)]
-        for c, (img, cmap, lo, top) in enumerate(panels):
-            a = axes[r, c]
-            a.imshow(np.asarray(img, dtype=float), cmap=cmap, vmin=lo, vmax=top)
-            a.set_xticks([]), a.set_yticks([])
-            if r == 0:
-                a.set_title(cols[c], fontsize=8)
+        draw_row(axes, r, panels, cols)
     fig.tight_layout()
     paths.append(str(stem) + "-maps.png")
     fig.savefig(paths[1], dpi=100)
@@ -164,7 +186,6 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from adbench import Context
-    from adbench.evaluation.metrics import auroc, dice_max
     from adbench.methods.scrps.detector import SCRPS
     from adbench.methods.scrps.encoder import encode
     from adbench.methods.scrps.inversion import invert
@@ -216,12 +237,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             maps[name] = torch.cat([score(x[i:i + 32].to(dev), rec[i:i + 32].to(dev)).cpu()
                                     for i in range(0, len(x), 32)])
-    lab, br = lesion.numpy(), brain.numpy()
     agree = pearson_in_brain(maps["mean"], maps["encoder"], brain)
-
-    def metrics(m):
-        s = m.numpy()[br]
-        return {"auroc": float(auroc(s, lab[br])), "dice_max": float(dice_max(s, lab[br]))}
 
     out = {
         "dataset": args.dataset, "preset": args.preset, "n_slices": len(sel),
@@ -240,7 +256,8 @@ def main(argv=None) -> int:
                  "pearson_per_slice": {"mean": float(np.nanmean(agree)),
                                        "median": float(np.nanmedian(agree)),
                                        "min": float(np.nanmin(agree)), "values": agree},
-                 "mean_init": metrics(maps["mean"]), "encoder_init": metrics(maps["encoder"])},
+                 "mean_init": pooled_metrics(maps["mean"], lesion, brain),
+                 "encoder_init": pooled_metrics(maps["encoder"], lesion, brain)},
         "seconds": {"fit_encoder_detector": round(t_fit_enc, 2), "fit_mean_detector": round(t_fit_mean, 2),
                     "curve_mean": round(t_mean, 2), "curve_encoder": round(t_enc, 2)},
         "inversion_info": {"mean": mean_det.inversion_info_, "encoder": enc_det.inversion_info_},
@@ -248,11 +265,7 @@ def main(argv=None) -> int:
     if args.figure:
         out["figures"] = save_figures(args.figure, out["curves"], x, lesion, recs, maps,
                                       args.figure_slices)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        from adbench.io import atomic_write
-        atomic_write(args.out, text + "\n")
+    emit(out, args.out)
     print(f"encoder start reaches the mean start's {args.budget}-step loss in "
           f"{out['steps_to_match']['median']} steps (median)", file=sys.stderr)
     return 0

@@ -27,7 +27,6 @@ does: the test volumes and their counterparts are matched to the training histog
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion_init import lesion_slices, method_config  # noqa: E402  (the sibling script)
+# the sibling script's helpers (benchmarks/perf is not a package)
+from inversion_init import draw_row, emit, lesion_slices, method_config, pooled_metrics
 
 REFERENCES = ("healthy_truth", "generator_best", "inversion_only", "scrps")
 
@@ -65,14 +65,13 @@ def paired_test_slices(preset: str):
     """The synth test slices a run evaluates, and the same slices of each volume's healthy
     counterpart, both preprocessed and matched to the training histogram like a run."""
     from adbench import Volume
-    from adbench.config import preprocess_config
+    from adbench.config import merge_section, preprocess_config
     from adbench.data.cache import finalize_image, iter_preprocessed, to_slices
     from adbench.data.preprocess import preprocess_volume
     from adbench.data.selection import select_slices
     from adbench.data.volume import SliceSet
     from adbench.datasets.synth.generate import healthy_counterpart, parse_subject
     from adbench.plugins import get_registry
-    from adbench.config import merge_section
     from adbench.runner import _train_slices
 
     spec = get_registry().dataset("synth")
@@ -118,12 +117,7 @@ def save_figure(path: Path, x, lesion, refs: dict, maps: dict, zmap, n_rows: int
         for k in REFERENCES:
             panels += [(refs[k][i, 0], "gray", -1, 1), (maps[k][i], "magma", 0, hi)]
         panels.append((zmap[i], "magma", 0, float(zmap[i].max()) or 1.0))
-        for c, (img, cmap, lo, top) in enumerate(panels):
-            a = axes[r, c]
-            a.imshow(np.asarray(img, dtype=float), cmap=cmap, vmin=lo, vmax=top)
-            a.set_xticks([]), a.set_yticks([])
-            if r == 0:
-                a.set_title(cols[c], fontsize=7)
+        draw_row(axes, r, panels, cols, fontsize=7)
     fig.tight_layout()
     out = str(path) + "-limits.png"
     fig.savefig(out, dpi=100)
@@ -136,7 +130,6 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from adbench import Context
-    from adbench.evaluation.metrics import auroc, dice_max
     from adbench.evaluation.test_set import predict_maps
     from adbench.methods.scrps.detector import SCRPS
     from adbench.methods.scrps.encoder import encode
@@ -161,8 +154,9 @@ def main(argv=None) -> int:
     G = det.generator_
     w = float(cfg["perceptual_weight"])
     loss_fn = det._module("loss", dev) if w > 0 else None
-    kw = dict(lr=float(cfg["inversion_lr"]), mse_weight=float(cfg["mse_weight"]), perceptual_weight=w,
-              batch_size=int(cfg["inversion_batch_size"]), precision=cfg["precision"])
+    kw = {"lr": float(cfg["inversion_lr"]), "mse_weight": float(cfg["mse_weight"]),
+          "perceptual_weight": w, "batch_size": int(cfg["inversion_batch_size"]),
+          "precision": cfg["precision"]}
 
     def synth(codes):
         with torch.no_grad():
@@ -187,12 +181,10 @@ def main(argv=None) -> int:
                                  for i in range(0, len(x), 32)])
     zmap = predict_maps(zs, x, Context(device=args.device, seed=0), None, batch)[0]
 
-    lab, br = lesion.numpy(), brain.numpy()
     outside = brain & ~lesion
 
     def metrics(m):
-        s = m.numpy()[br]
-        return {"auroc": float(auroc(s, lab[br])), "dice_max": float(dice_max(s, lab[br]))}
+        return pooled_metrics(m, lesion, brain)
 
     out = {
         "dataset": "synth", "preset": args.preset, "n_slices": len(sel),
@@ -209,11 +201,7 @@ def main(argv=None) -> int:
     }
     if args.figure:
         out["figure"] = save_figure(args.figure, x, lesion, refs, maps, zmap, args.figure_slices)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        from adbench.io import atomic_write
-        atomic_write(args.out, text + "\n")
+    emit(out, args.out)
     r = out["references"]
     print("AUROC: " + ", ".join(f"{k} {100 * r[k]['auroc']:.1f}" for k in REFERENCES)
           + f", zscore {100 * out['zscore']['auroc']:.1f}", file=sys.stderr)

@@ -2,34 +2,24 @@
 with itself and its evidence figures are written."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "perf" / "inversion_init.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("inversion_init_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.mark.slow
 def test_smoke_measurement_json_and_figures(tmp_path, synth_volumes, monkeypatch, capsys):
-    from synthcache import cache_with_synth
+    from synthcache import benchmark_script, use_synth_cache
 
-    monkeypatch.setenv("ADBENCH_CACHE", str(cache_with_synth(tmp_path / "cache", synth_volumes)))
-    monkeypatch.setenv("ADBENCH_OFFLINE", "1")
+    use_synth_cache(monkeypatch, tmp_path / "cache", synth_volumes)
     budget, n = 6, 3
-    assert _script().main(["--preset", "smoke", "--n-slices", str(n), "--budget", str(budget),
-                           "--workdir", str(tmp_path / "w"), "--set", 'weights="random"',
-                           "--out", str(tmp_path / "m.json"), "--figure", str(tmp_path / "ev"),
-                           "--figure-slices", "2"]) == 0
+    script = benchmark_script("inversion_init")
+    assert script.main(["--preset", "smoke", "--n-slices", str(n), "--budget", str(budget),
+                        "--workdir", str(tmp_path / "w"), "--set", 'weights="random"',
+                        "--out", str(tmp_path / "m.json"), "--figure", str(tmp_path / "ev"),
+                        "--figure-slices", "2"]) == 0
     out = json.loads((tmp_path / "m.json").read_text())
     assert out == json.loads(capsys.readouterr().out)      # printed and written alike
     assert out["n_slices"] == n and out["budget_steps"] == budget

@@ -3,30 +3,19 @@ are paired with the test slices (the truth reference is the truth, the lesion is
 input differs from it), and every reference is scored and drawn."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "perf" / "scrps_limits.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("scrps_limits_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.mark.slow
 def test_smoke_limits_json_and_figure(tmp_path, synth_volumes, monkeypatch, capsys):
-    from synthcache import cache_with_synth
+    from synthcache import benchmark_script, use_synth_cache
 
-    monkeypatch.setenv("ADBENCH_CACHE", str(cache_with_synth(tmp_path / "cache", synth_volumes)))
-    monkeypatch.setenv("ADBENCH_OFFLINE", "1")
+    use_synth_cache(monkeypatch, tmp_path / "cache", synth_volumes)
     n = 3
-    mod = _script()
+    mod = benchmark_script("scrps_limits")
     assert mod.main(["--preset", "smoke", "--n-slices", str(n), "--budget", "4",
                      "--workdir", str(tmp_path / "w"), "--set", 'weights="random"',
                      "--out", str(tmp_path / "l.json"), "--figure", str(tmp_path / "ev"),
@@ -49,11 +38,10 @@ def test_counterpart_slices_pair_with_the_test_slices(tmp_path, synth_volumes, m
     """Same subjects, slices and brain masks; outside the lesion the two images agree up to
     the per-volume equalisation (the lesion moves the histogram a little)."""
     import torch
-    from synthcache import cache_with_synth
+    from synthcache import benchmark_script, use_synth_cache
 
-    monkeypatch.setenv("ADBENCH_CACHE", str(cache_with_synth(tmp_path / "cache", synth_volumes)))
-    monkeypatch.setenv("ADBENCH_OFFLINE", "1")
-    _, test, twin = _script().paired_test_slices("smoke")
+    use_synth_cache(monkeypatch, tmp_path / "cache", synth_volumes)
+    _, test, twin = benchmark_script("scrps_limits").paired_test_slices("smoke")
     assert test.subjects == twin.subjects and test.z.tolist() == twin.z.tolist()
     assert torch.equal(test.brain, twin.brain) and torch.equal(test.lesion, twin.lesion)
     out = test.brain & ~test.lesion
