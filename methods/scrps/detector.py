@@ -79,7 +79,7 @@ class SCRPS(ReconstructionDetector):
     retrieval_chunk        repository codes per similarity block (memory bound for 10^6 codes)
     """
 
-    def __init__(self, stylegan: Literal["smoke", "cpu-quick", "gpu-quick", "paper"] = "paper",
+    def __init__(self, stylegan: Literal["smoke", "cpu-quick", "cpu-long", "gpu-quick", "paper"] = "paper",
                  stylegan_config: dict | None = None, generator: str | None = None,
                  inversion_steps: NonNegativeInt = 2000,
                  inversion_init: Literal["mean", "encoder"] = "mean",

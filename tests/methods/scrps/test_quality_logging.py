@@ -40,7 +40,7 @@ class Stop(Exception):
 
 def test_presets_and_digest():
     assert STYLEGAN_PRESETS["smoke"]["quality_interval"] == 0           # smoke metrics unchanged
-    for name in ("cpu-quick", "gpu-quick", "paper"):
+    for name in ("cpu-quick", "cpu-long", "gpu-quick", "paper"):
         cfg = STYLEGAN_PRESETS[name]
         assert 0 < cfg["quality_interval"] <= cfg["iterations"]
         assert cfg["iterations"] % cfg["quality_interval"] == 0       # a score at the end
