@@ -56,24 +56,32 @@ def save_grid(img: torch.Tensor, path: Path) -> None:
         Image.fromarray(grid).save(tmp, format="PNG")
 
 
-def save_curves(records: list[dict], keys: list[str], path: Path) -> None:
-    """One panel per key of ``keys``: its value against the iteration, over the log records
-    that have it (matplotlib, Agg backend; atomic PNG). Panels sit in one row up to four,
-    then wrap; a value that is not finite is left out of its curve."""
+def save_curves(records: list[dict] | dict[str, list[dict]], keys: list[str], path: Path,
+                x: str = "iteration") -> None:
+    """One panel per key of ``keys``: its value against ``x`` (a record key, e.g.
+    ``iteration`` or ``kimg``), over the log records that have both (matplotlib, Agg backend;
+    atomic PNG). ``records`` is one run's log, or several runs' logs by label (one curve each,
+    with a legend). Panels sit in one row up to four, then wrap; a value that is not finite is
+    left out of its curve."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    runs = records if isinstance(records, dict) else {"": records}
     cols = min(len(keys), 4)
     rows = int(math.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        pts = [(r["iteration"], r[key]) for r in records
-               if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3)
+        for label, recs in runs.items():
+            pts = [(r[x], r[key]) for r in recs
+                   if all(isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in (x, key))]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
+                    label=label or None)
         ax.set_title(key)
-        ax.set_xlabel("iteration")
+        ax.set_xlabel(x)
         ax.grid(alpha=0.3)
+        if len(runs) > 1:
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
     fig.tight_layout()
