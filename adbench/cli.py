@@ -28,7 +28,7 @@ def _add_run(sub) -> None:
     p.add_argument("--train-on", default=None, help="training dataset (default: the test dataset's train split)")
     p.add_argument("--data-root", default=None, help="folder of the test dataset (sets dataset.data_root)")
     p.add_argument("--train-root", default=None, help="folder of the --train-on dataset")
-    p.add_argument("--preset", default=None, help="smoke | default | cpu-quick | gpu-quick | paper (per plugin)")
+    p.add_argument("--preset", default=None, help="smoke | default | cpu-quick | cpu-long | gpu-quick | paper (per plugin)")
     p.add_argument("--config", default=None, help="YAML file with sections method/dataset/train/preprocess/runner")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key; prefixes dataset./train./preprocess./runner. (repeatable)")
