@@ -42,17 +42,6 @@ PRESETS = {
                   # 2 cores: B = 16 ran 57 image-steps/s, B = 64 only 33 (perf/inversion.py)
                   "inversion_batch_size": 16, "repository_fraction": 0.03,
                   "k1": 25, "k2": 5, "retrieved_perceptual": False},
-    # 2 CPU cores, synth, about 95 minutes from a warm slice cache: the cpu-long StyleGAN2
-    # (6,000 iterations, the recipe of issue #19) with the cpu-quick pipeline after it, the
-    # encoder trained 6x longer (600 iterations) and 20 inversion steps instead of 12.
-    "cpu-long": {"stylegan": "cpu-long", "inversion_init": "encoder",
-                 "encoder_config": {"width": 16, "max_channels": 64, "head_channels": 8,
-                                    "iterations": 600, "batch_size": 8, "lr": 1e-3,
-                                    "checkpoint_interval": 100, "log_interval": 50,
-                                    "sample_interval": 200},
-                 "inversion_steps": 20, "inversion_lr": 0.1, "perceptual_weight": 0.0,
-                 "inversion_batch_size": 16, "repository_fraction": 0.03,
-                 "k1": 25, "k2": 5, "retrieved_perceptual": False},
     # One H200, <= 8 minutes end to end including StyleGAN2 training: full-width generator,
     # the paper's loss (VGG16 blocks 1-5 + 10 MSE), batched bf16 inversion with a shortened
     # schedule (~2,100 slices x 50 steps at ~800+ image-steps/s), started from an encoder
@@ -66,6 +55,14 @@ PRESETS = {
                   "inversion_batch_size": 256, "precision": "bf16"},
     "paper": {},
 }
+# 2 CPU cores, synth: the cpu-long StyleGAN2 (6,000 iterations, issue #19's two-hour recipe)
+# and the cpu-quick pipeline after it, with the encoder trained 6x longer (600 iterations)
+# and 20 inversion steps instead of 12.
+PRESETS["cpu-long"] = {
+    **{k: v for k, v in PRESETS["cpu-quick"].items() if k != "stylegan_config"},
+    "stylegan": "cpu-long", "inversion_steps": 20,
+    "encoder_config": {**PRESETS["cpu-quick"]["encoder_config"], "iterations": 600,
+                       "checkpoint_interval": 100, "log_interval": 50, "sample_interval": 200}}
 
 
 @hookimpl

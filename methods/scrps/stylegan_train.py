@@ -81,6 +81,14 @@ _PAPER = dict(
     quality_inception=None,    # None, or a torchvision inception_v3 state-dict path (standard FID)
 )
 
+_CPU_QUICK = {**_PAPER, "z_dim": 128, "w_dim": 128, "mapping_layers": 2, "channel_base": 256,
+              "channel_max": 64, "iterations": 2200, "batch_size": 8, "pl_weight": 0.0,
+              "r1_gamma": 50.0, "blur_sigma": 4.0, "blur_fade_kimg": 6.0,
+              "ema_kimg": 0.5, "ema_rampup": 0.05, "checkpoint_interval": 100,
+              "log_interval": 25, "sample_interval": 100,
+              # 64 + 64 slices through VGG16 on 2 cores: ~6-20 s per score
+              "quality_interval": 200, "quality_reals": 64}
+
 STYLEGAN_PRESETS: dict[str, dict] = {
     "smoke": {**_PAPER, "z_dim": 32, "w_dim": 32, "mapping_layers": 2, "channel_base": 64,
               "channel_max": 16, "iterations": 10, "batch_size": 4, "pl_weight": 0.0,
@@ -92,13 +100,7 @@ STYLEGAN_PRESETS: dict[str, dict] = {
     # the first 6 kimg) and R1 is strong (gamma 50), so D judges the anatomy first and
     # cannot run away from the generator. Use with the cpu-quick preprocessing preset
     # (central training slices).
-    "cpu-quick": {**_PAPER, "z_dim": 128, "w_dim": 128, "mapping_layers": 2, "channel_base": 256,
-                  "channel_max": 64, "iterations": 2200, "batch_size": 8, "pl_weight": 0.0,
-                  "r1_gamma": 50.0, "blur_sigma": 4.0, "blur_fade_kimg": 6.0,
-                  "ema_kimg": 0.5, "ema_rampup": 0.05, "checkpoint_interval": 100,
-                  "log_interval": 25, "sample_interval": 100,
-                  # 64 + 64 slices through VGG16 on 2 cores: ~20 s per score, 7 scores by 1,400
-                  "quality_interval": 200, "quality_reals": 64},
+    "cpu-quick": _CPU_QUICK,
     # Two hours at most on 2 idle CPU cores (issue #19): the cpu-quick network (training on
     # 2 cores is compute-bound: doubling the width or the batch doubles the time per
     # iteration, 0.53 s at batch 8 against 1.05 s at channel_base 512 / channel_max 128, so
@@ -109,12 +111,9 @@ STYLEGAN_PRESETS: dict[str, dict] = {
     # (NVlabs' auto config for batch 8). What it gives up against paper: 1/8 of the width at 160x128 (8 channels
     # against 128), 64 at the coarse levels (512), a 2-layer 128-d mapping (8 x 512), no
     # path-length regularisation, and 48 of the paper's 384 kimg.
-    "cpu-long": {**_PAPER, "z_dim": 128, "w_dim": 128, "mapping_layers": 2, "channel_base": 256,
-                 "channel_max": 64, "iterations": 6000, "batch_size": 8, "pl_weight": 0.0,
-                 "r1_gamma": 5.0, "blur_sigma": 4.0, "blur_fade_kimg": 10.0,
-                 "ema_kimg": 2.5, "ema_rampup": 0.05, "checkpoint_interval": 250,
-                 "log_interval": 50, "sample_interval": 500,
-                 "quality_interval": 500, "quality_reals": 64},
+    "cpu-long": {**_CPU_QUICK, "iterations": 6000, "r1_gamma": 5.0, "blur_fade_kimg": 10.0,
+                 "ema_kimg": 2.5, "checkpoint_interval": 250, "log_interval": 50,
+                 "sample_interval": 500, "quality_interval": 500},
     # full width; 1800 iterations is an estimate for <= 6 min on one H200 (not yet measured)
     "gpu-quick": {**_PAPER, "iterations": 1800, "batch_size": 32, "pl_weight": 0.0,
                   "ema_kimg": 5.0, "ema_rampup": 0.05, "checkpoint_interval": 500,
