@@ -88,8 +88,7 @@ PREPROCESS_PRESETS: dict[str, dict[str, Any]] = {
     # anatomy instead of collapsing between vertex and cerebellum slices. Test slices keep
     # the paper's rule (every slice with lesion), so the metrics cover the whole lesion.
     "cpu-quick": {"min_brain_fraction": 0.35},
-    # SCRPS's two-hour CPU StyleGAN2 (issue #19) sees the same slices as cpu-quick, so the
-    # baselines' cpu-quick runs share its leaderboard
+    # SCRPS's two-hour CPU StyleGAN2 (issue #19) is preprocessed as cpu-quick
     "cpu-long": {"min_brain_fraction": 0.35},
 }
 
