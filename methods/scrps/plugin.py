@@ -57,7 +57,10 @@ PRESETS = {
 }
 # 2 CPU cores, synth: the cpu-long StyleGAN2 (6,000 iterations, issue #19's two-hour recipe)
 # and the cpu-quick pipeline after it, with the encoder trained 6x longer (600 iterations)
-# and 20 inversion steps instead of 12.
+# and 20 inversion steps instead of 12. Measured 58.7 min from a warm synth cache (session 8,
+# idle cores): StyleGAN2 47.8 min (0.44-0.49 s/iteration), encoder 4.0, repository 0.5,
+# 256 validation slices 1.7, 513 test slices 3.7 (0.43 s each). docs/benchmark.md has its
+# quality curve, samples and leaderboard.
 PRESETS["cpu-long"] = {
     **{k: v for k, v in PRESETS["cpu-quick"].items() if k != "stylegan_config"},
     "stylegan": "cpu-long", "inversion_steps": 20,
