@@ -33,7 +33,15 @@ def ellipses(n: int, h: int = 16, w: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 def test_presets_and_config_validation():
-    assert set(STYLEGAN_PRESETS) == {"smoke", "cpu-quick", "gpu-quick", "paper"}
+    assert set(STYLEGAN_PRESETS) == {"smoke", "cpu-quick", "cpu-long", "gpu-quick", "paper"}
+    # cpu-long is cpu-quick's network (same W+ layout and width), trained longer and differently
+    quick, long = STYLEGAN_PRESETS["cpu-quick"], STYLEGAN_PRESETS["cpu-long"]
+    arch = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "channels", "batch_size")
+    assert {k: long[k] for k in arch} == {k: quick[k] for k in arch}
+    assert {k for k in quick if quick[k] != long[k]} == {
+        "iterations", "r1_gamma", "blur_fade_kimg", "ema_kimg", "checkpoint_interval",
+        "log_interval", "sample_interval", "quality_interval"}
+    assert long["iterations"] > quick["iterations"] and long["r1_gamma"] < quick["r1_gamma"]
     paper = default_stylegan_config()
     assert paper["lr"] == 0.002 and paper["iterations"] == 12000 and paper["rotate_degrees"] == 15
     assert paper["betas"] == [0.0, 0.99] and paper["r1_interval"] == 16 and paper["pl_interval"] == 4
