@@ -108,9 +108,9 @@ STYLEGAN_PRESETS: dict[str, dict] = {
     # iterations of 8 (48 kimg). The blur fades over 10 kimg instead of 6; R1 is 10x weaker
     # than cpu-quick's (gamma 5, still 10x NVlabs' heuristic 0.0002 * H * W / batch = 0.5:
     # a long run can afford the detail that a weaker R1 lets D see); EMA half-life 2.5 kimg
-    # (NVlabs' auto config for batch 8). What it gives up against paper: 1/8 of the width at 160x128 (8 channels
-    # against 128), 64 at the coarse levels (512), a 2-layer 128-d mapping (8 x 512), no
-    # path-length regularisation, and 48 of the paper's 384 kimg. Measured (session 8): 47.8
+    # (NVlabs' auto config for batch 8). What it gives up against paper: 1/16 of the width
+    # at 160x128 (8 channels against 128), 64 at the coarse levels (512), a 2-layer 128-d
+    # mapping (8 x 512), no path-length regularisation, and 48 of the paper's 384 kimg. Measured (session 8): 47.8
     # min; samples are axial brains from ~3,000 iterations on, KID/FID flat after ~4,000.
     "cpu-long": {**_CPU_QUICK, "iterations": 6000, "r1_gamma": 5.0, "blur_fade_kimg": 10.0,
                  "ema_kimg": 2.5, "checkpoint_interval": 250, "log_interval": 50,
